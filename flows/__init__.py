@@ -1,0 +1,1 @@
+"""Bytewax dataflows, their sources and sinks, the metrics endpoint and the CLI."""

@@ -1,0 +1,272 @@
+"""The `finsentry` command: demo, run, score, generate, train, eval."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+DEMO_OVERRIDES: dict[str, Any] = {
+    "source.kind": "demo",
+    "window.length_seconds": 600,
+    # Template headlines repeat often; a wire repeating itself within a minute is a copy.
+    "dedupe.horizon_seconds": 60,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.command(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        print(f"finsentry: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="finsentry", description=__doc__)
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="stream a generated market day through the monitor")
+    _job_options(demo)
+    demo.add_argument("--minutes", type=int, default=390, help="length of the day (default 390)")
+    demo.add_argument("--seed", type=int, default=None, help="generator seed")
+    demo.add_argument("--surge-topic", default=None, help="topic that surges (default energy_oil)")
+    demo.add_argument("--day", type=date.fromisoformat, default=None, help="date of the day")
+    demo.set_defaults(command=_demo)
+
+    run = sub.add_parser("run", help="run the long-running monitor job")
+    _job_options(run)
+    run.add_argument("--input", type=Path, help="JSON-lines file to read instead of the source")
+    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    run.set_defaults(command=_run)
+
+    score = sub.add_parser("score", help="score texts (arguments) or JSON lines (stdin)")
+    score.add_argument("texts", nargs="*", help="texts to score; none: read JSON lines on stdin")
+    score.add_argument("--config", type=Path, help="YAML config (processors, inference)")
+    score.set_defaults(command=_score)
+
+    gen = sub.add_parser("generate", help="write a generated market day as JSON lines")
+    gen.add_argument("--out", type=Path, required=True)
+    gen.add_argument("--minutes", type=int, default=390)
+    gen.add_argument("--rate", type=float, default=24.0, help="items per event-time minute")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.add_argument("--surge-topic", default="energy_oil")
+    gen.add_argument("--day", type=date.fromisoformat, default=None)
+    gen.set_defaults(command=_generate)
+
+    train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
+    train.add_argument("--data", type=Path, default=None, help="folder with *_train.csv")
+    train.add_argument("--out", type=Path, default=None, help="where to write the heads")
+    train.add_argument("--seed", type=int, default=0)
+    train.set_defaults(command=_train)
+
+    ev = sub.add_parser("eval", help="accuracy and macro-F1 of the default model on a CSV")
+    ev.add_argument("--task", choices=("topic", "sentiment"), required=True)
+    ev.add_argument("--data", type=Path, required=True, help="CSV with columns text,label")
+    ev.add_argument("--heads", type=Path, default=None, help="head weights (default: committed)")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    ev.set_defaults(command=_eval)
+    return p
+
+
+def _job_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="YAML config file")
+    p.add_argument("--alerts-out", type=Path, help="write alert events here, one JSON per line")
+    p.add_argument("--dead-letters-out", type=Path, help="write dead letters here (JSON lines)")
+    p.add_argument("--windows-out", type=Path, help="write closed topic windows here")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port")
+    p.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="keep /metrics up this many seconds after the input ends",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "sinks.alerts_path": args.alerts_out,
+        "sinks.dead_letters_path": args.dead_letters_out,
+        "sinks.windows_path": args.windows_out,
+        "metrics.port": args.metrics_port,
+    }
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+
+    overrides = {
+        **DEMO_OVERRIDES,
+        "source.demo_seed": args.seed,
+        "source.demo_surge_topic": args.surge_topic,
+        **_job_overrides(args),
+    }
+    config = load_config(args.config, overrides=overrides)
+    print(
+        f"finsentry demo: a generated market day ({args.minutes} minutes), calm, then a "
+        f"negative surge on {config.source.demo_surge_topic}; windows of "
+        f"{config.window.length_seconds / 60:.0f} minutes.",
+        flush=True,
+    )
+    from flows.sources.demo import DemoSource, MarketDay, previous_weekday
+
+    day = MarketDay(
+        day=args.day or previous_weekday(),
+        minutes=args.minutes,
+        surge_topic=config.source.demo_surge_topic,
+        seed=config.source.demo_seed,
+    )
+    return _execute(config, args, DemoSource(day, config.source.batch_size))
+
+
+def _run(args: argparse.Namespace) -> int:
+    from flows.config import load_config
+
+    overrides = _job_overrides(args)
+    if args.input is not None:
+        if not args.input.is_file():
+            raise FileNotFoundError(f"input file not found: {args.input}")
+        overrides |= {"source.kind": "file", "source.path": str(args.input)}
+    config = load_config(args.config, overrides=overrides)
+    return _execute(config, args, None)
+
+
+def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
+    """Run the flow to its end (or forever, for endless sources) and print a summary."""
+    from bytewax.run import cli_main
+
+    from flows.metrics import Metrics
+    from flows.monitor import build_flow
+    from flows.sinks.console import Progress
+    from flows.sinks.observe import Observers
+
+    observers = Observers(Metrics(), None if args.quiet else Progress())
+    if config.metrics.port is not None:
+        port = observers.metrics.serve(config.metrics.port, config.metrics.host)
+        print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
+    flow = build_flow(config, source=source, observers=observers)
+    started = time.monotonic()
+    cli_main(flow, workers_per_process=getattr(args, "workers", 1))
+    wall = time.monotonic() - started
+    _summary(observers, wall)
+    if args.linger > 0:
+        print(f"input ended; serving metrics for {args.linger:.0f} s more", flush=True)
+        time.sleep(args.linger)
+    return 0
+
+
+def _summary(observers: Any, wall: float) -> None:
+    from flows.metrics import counter_values
+
+    m = observers.metrics
+    read = sum(counter_values(m.messages_in).values())
+    scored = sum(counter_values(m.messages_scored).values())
+    dups = sum(counter_values(m.duplicates).values())
+    dead = counter_values(m.dead_letters)
+    alerts = counter_values(m.alerts)
+    windows = sum(counter_values(m.windows_closed).values())
+    print(
+        f"done in {wall:.1f} s: {read:,.0f} read, {scored:,.0f} scored "
+        f"({scored / max(wall, 1e-9):,.0f}/s), {dups:,.0f} duplicates, "
+        f"{sum(dead.values()):,.0f} dead letters"
+        + (f" ({', '.join(f'{k[0]}: {v:.0f}' for k, v in sorted(dead.items()))})" if dead else "")
+        + f", {windows:,.0f} windows closed",
+        flush=True,
+    )
+    fired = sorted(k[0] for k, v in alerts.items() if k[1] == "firing" and v)
+    print(f"alerts fired: {', '.join(fired) if fired else 'none'}", flush=True)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from flows.config import load_config
+    from flows.steps import build_chain
+    from processors.message import DeadLetter, to_json
+    from processors.parse import Parser
+
+    config = load_config(args.config)
+    if args.texts:
+        lines = [json.dumps({"text": t}).encode() for t in args.texts]
+        origin = "argv"
+    else:
+        lines = [line.rstrip(b"\r\n") for line in sys.stdin.buffer if line.strip()]
+        origin = "stdin"
+    parser = Parser(max_text_chars=config.parse.max_text_chars)
+    now = datetime.now(timezone.utc)
+    parsed = [parser.parse(line, origin, str(i + 1), now) for i, line in enumerate(lines)]
+    bad = [p for p in parsed if isinstance(p, DeadLetter)]
+    for letter in bad:
+        print(f"finsentry: {origin} item {letter.position}: {letter.reason}: {letter.detail}", file=sys.stderr)
+    good = [p for p in parsed if not isinstance(p, DeadLetter)]
+    result = build_chain(config).process(good) if good else None
+    out = sys.stdout.buffer
+    for message in result.scored if result else []:
+        out.write(to_json(message) + b"\n")
+    for letter in result.dead_letters if result else []:
+        print(f"finsentry: {letter.position}: {letter.reason}: {letter.detail}", file=sys.stderr)
+    out.flush()
+    return 1 if bad or (result and result.dead_letters) else 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from flows.sources.demo import MarketDay, generate, previous_weekday
+
+    day = MarketDay(
+        day=args.day or previous_weekday(),
+        minutes=args.minutes,
+        rate=args.rate,
+        surge_topic=args.surge_topic,
+        seed=args.seed,
+    )
+    n = 0
+    with args.out.open("wb") as f:
+        for line in generate(day):
+            f.write(line + b"\n")
+            n += 1
+    print(f"wrote {n:,} items to {args.out}")
+    return 0
+
+
+def _default_data_dir() -> Path:
+    env = os.environ.get("FINSENTRY_DATA")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base.parent / "shared" / "data" / "twitter-financial-news"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("no training data found: pass --data or set FINSENTRY_DATA")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from processors.models.default import DEFAULT_HEADS
+    from processors.training import train_heads
+
+    figures = train_heads(args.data or _default_data_dir(), args.out or DEFAULT_HEADS, seed=args.seed)
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from processors.training import evaluate
+
+    if not args.data.is_file():
+        raise FileNotFoundError(f"data file not found: {args.data}")
+    print(json.dumps(evaluate(args.task, args.data, heads_path=args.heads, limit=args.limit)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The one typed configuration object, loaded from YAML with environment overrides.
+
+Any field can be overridden by an environment variable `FINSENTRY_<SECTION>__<FIELD>`,
+e.g. `FINSENTRY_WINDOW__LENGTH_SECONDS=600`; values are read as YAML scalars. An
+invalid configuration fails at start with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "FINSENTRY_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SourceConfig(_Section):
+    kind: Literal["demo", "file"] = "demo"
+    path: Path | None = None
+    batch_size: int = Field(256, gt=0, description="items per source batch")
+    demo_seed: int = 7
+    demo_surge_topic: str = "energy_oil"
+
+    @model_validator(mode="after")
+    def _file_needs_path(self) -> SourceConfig:
+        if self.kind == "file" and self.path is None:
+            raise ValueError("a file source needs `path`")
+        return self
+
+
+class ParseConfig(_Section):
+    max_text_chars: int = Field(10_000, gt=0)
+    max_future_seconds: float = Field(86_400, ge=0)
+
+
+class DedupeConfig(_Section):
+    enabled: bool = True
+    horizon_seconds: float = Field(3_600, gt=0)
+    buckets: int = Field(16, gt=0, description="key space that spreads the work over workers")
+
+
+class ModelConfig(_Section):
+    model: str = Field("default", description="'default', a Hugging Face hub id, or a path")
+    weight: float = Field(1.0, gt=0)
+    label_map: dict[str, str] | None = None
+    heads: Path | None = Field(None, description="head weights for the default model")
+
+
+class RouteConfig(_Section):
+    sources: list[str] = []
+    langs: list[str] = []
+
+
+class ProcessorConfig(_Section):
+    name: str
+    task: Literal["topic", "sentiment"]
+    models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
+    merge: Literal["vote", "weighted_mean"] = "weighted_mean"
+    route: RouteConfig = RouteConfig()
+
+
+def _default_chain() -> list[ProcessorConfig]:
+    return [
+        ProcessorConfig(name="topic", task="topic"),
+        ProcessorConfig(name="sentiment", task="sentiment"),
+    ]
+
+
+class InferenceConfig(_Section):
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    max_tokens: int = Field(128, gt=0)
+    batch_size: int = Field(256, gt=0)
+    threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's")
+
+
+class WindowConfig(_Section):
+    kind: Literal["tumbling", "sliding"] = "tumbling"
+    length_seconds: float = Field(300, gt=0)
+    slide_seconds: float | None = Field(None, gt=0, description="sliding windows only")
+    allowed_lateness_seconds: float = Field(30, ge=0)
+    align_to: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+
+    @model_validator(mode="after")
+    def _slide_fits(self) -> WindowConfig:
+        if self.kind == "sliding":
+            if self.slide_seconds is None:
+                raise ValueError("sliding windows need `slide_seconds`")
+            if self.slide_seconds > self.length_seconds:
+                raise ValueError("`slide_seconds` must not exceed `length_seconds`")
+        return self
+
+    @property
+    def step_seconds(self) -> float:
+        return (
+            self.slide_seconds
+            if self.kind == "sliding" and self.slide_seconds
+            else self.length_seconds
+        )
+
+
+class DetectorConfig(_Section):
+    kind: Literal["ewma"] = "ewma"
+    alpha: float = Field(0.2, gt=0, le=1)
+    z_threshold: float = Field(3.0, gt=0)
+    share_floor: float = Field(0.4, ge=0, le=1)
+    min_count: int = Field(20, gt=0)
+    warmup_windows: int = Field(3, ge=0)
+    resolve_z: float = 1.5
+    resolve_share: float = Field(0.3, ge=0, le=1)
+    prior_share: float = Field(0.15, ge=0, le=1)
+    critical_share: float = Field(0.7, ge=0, le=1)
+
+
+class SinksConfig(_Section):
+    alerts_path: Path | None = None
+    dead_letters_path: Path | None = None
+    scored_path: Path | None = None
+    windows_path: Path | None = None
+    console: bool = True
+
+
+class MetricsConfig(_Section):
+    port: int | None = Field(None, ge=0, le=65535)
+    host: str = "127.0.0.1"
+
+
+class Config(_Section):
+    source: SourceConfig = SourceConfig()
+    parse: ParseConfig = ParseConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    processors: list[ProcessorConfig] = Field(default_factory=_default_chain)
+    inference: InferenceConfig = InferenceConfig()
+    window: WindowConfig = WindowConfig()
+    detector: DetectorConfig = DetectorConfig()
+    sinks: SinksConfig = SinksConfig()
+    metrics: MetricsConfig = MetricsConfig()
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message names the field."""
+
+
+def load_config(
+    path: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read YAML (if given), apply `FINSENTRY_...` variables, then `overrides`.
+
+    `overrides` maps dotted field paths to values, for command-line flags:
+    `{"source.path": "events.jsonl"}`.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config {path} must be a mapping of sections")
+        data = loaded or {}
+    for name, raw in (os.environ if env is None else env).items():
+        if name.startswith(ENV_PREFIX):
+            dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
+            _set(data, dotted, yaml.safe_load(raw) if raw else raw)
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set(data, dotted, value)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid config: {problems}") from None
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = data
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {part} is not a section")
+        node = child
+    node[leaf] = value

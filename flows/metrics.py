@@ -1,0 +1,170 @@
+"""Prometheus metrics of one running job, on a registry of its own.
+
+Each `Metrics` owns a `CollectorRegistry`, so several jobs (or tests) in one process
+do not collide. Label values come from bounded sets only: configured processor
+names, canonical topics and sentiments, dead-letter reasons, alert statuses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
+from prometheus_client import Counter as PromCounter
+
+from processors.chain import BatchReport
+from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The job's metrics, updated once per batch from the flow's edges."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.messages_in = PromCounter(
+            "finsentry_messages_in_total", "Raw items read from the source.", ["input"], registry=r
+        )
+        self.messages_scored = PromCounter(
+            "finsentry_messages_scored_total",
+            "Messages that passed the processor chain.",
+            registry=r,
+        )
+        self.duplicates = PromCounter(
+            "finsentry_duplicates_total",
+            "Messages dropped as repeats, by key kind.",
+            ["key"],
+            registry=r,
+        )
+        self.dead_letters = PromCounter(
+            "finsentry_dead_letters_total",
+            "Inputs sent to the dead letters, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.classified = PromCounter(
+            "finsentry_classified_total",
+            "Scored messages by topic and sentiment.",
+            ["topic", "sentiment"],
+            registry=r,
+        )
+        self.windows_closed = PromCounter(
+            "finsentry_windows_closed_total", "Closed topic windows.", ["topic"], registry=r
+        )
+        self.window_messages = Gauge(
+            "finsentry_window_messages",
+            "Messages in the topic's latest closed window.",
+            ["topic"],
+            registry=r,
+        )
+        self.window_negative_share = Gauge(
+            "finsentry_window_negative_share",
+            "Share of negative messages in the topic's latest closed window.",
+            ["topic"],
+            registry=r,
+        )
+        self.window_mean_score = Gauge(
+            "finsentry_window_mean_score",
+            "Mean sentiment (-1 negative .. 1 positive) in the topic's latest closed window.",
+            ["topic"],
+            registry=r,
+        )
+        self.window_end = Gauge(
+            "finsentry_window_end_timestamp_seconds",
+            "Event-time end of the topic's latest closed window.",
+            ["topic"],
+            registry=r,
+        )
+        self.alerts = PromCounter(
+            "finsentry_alerts_total",
+            "Alert events raised, by status.",
+            ["topic", "status"],
+            registry=r,
+        )
+        self.alerts_firing = Gauge(
+            "finsentry_alerts_firing",
+            "1 while the topic's surge alert is firing.",
+            ["topic"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "finsentry_processor_batch_size",
+            "Messages per batch handed to a processor.",
+            ["processor"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.processor_latency = Histogram(
+            "finsentry_processor_batch_duration_seconds",
+            "Wall time of one processor on one batch.",
+            ["processor"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.end_to_end = Histogram(
+            "finsentry_end_to_end_latency_seconds",
+            "From reading an item to its scored message leaving the processor chain.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> int:
+        """Serve `/metrics` in a background thread; returns the bound port (0 picks one)."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_address[1])
+
+    def observe_input(self, input_kind: str, n: int) -> None:
+        self.messages_in.labels(input_kind).inc(n)
+
+    def observe_dead_letters(self, letters: Iterable[DeadLetter]) -> None:
+        for reason, n in Counter(letter.reason for letter in letters).items():
+            self.dead_letters.labels(reason).inc(n)
+
+    def observe_duplicates(self, key: str, n: int) -> None:
+        if n:
+            self.duplicates.labels(key).inc(n)
+
+    def observe_scored(
+        self, messages: list[Message], reports: list[BatchReport], now: float
+    ) -> None:
+        self.messages_scored.inc(len(messages))
+        for report in reports:
+            self.batch_size.labels(report.processor).observe(report.size)
+            self.processor_latency.labels(report.processor).observe(report.seconds)
+        pairs: Counter[tuple[str, str]] = Counter()
+        for message in messages:
+            topic = message.result("topic")
+            sentiment = message.result("sentiment")
+            pairs[
+                (topic.label if topic else "unclassified", sentiment.label if sentiment else "none")
+            ] += 1
+            self.end_to_end.observe(now - message.header.ingested_at.timestamp())
+        for (topic, sentiment), n in pairs.items():
+            self.classified.labels(topic, sentiment).inc(n)
+
+    def observe_window(self, window: TopicWindow) -> None:
+        self.windows_closed.labels(window.topic).inc()
+        self.window_messages.labels(window.topic).set(window.n)
+        self.window_negative_share.labels(window.topic).set(window.negative_share)
+        self.window_mean_score.labels(window.topic).set(window.mean_score)
+        self.window_end.labels(window.topic).set(window.end.timestamp())
+
+    def observe_alert(self, alert: AlertEvent) -> None:
+        topic = alert.labels["topic"]
+        self.alerts.labels(topic, alert.status).inc()
+        self.alerts_firing.labels(topic).set(1 if alert.status == "firing" else 0)
+
+
+def counter_values(metric: PromCounter | Gauge) -> dict[tuple[str, ...], float]:
+    """Current values of a metric by label values, for summaries and tests."""
+    values: dict[tuple[str, ...], float] = {}
+    for family in metric.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            values[tuple(sample.labels.values())] = sample.value
+    return values

@@ -1,0 +1,1 @@
+"""Sinks: where alerts, dead letters, windows and scored messages go."""

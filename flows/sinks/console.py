@@ -1,0 +1,79 @@
+"""Human-readable output on the console: alerts as they happen, and progress."""
+
+from __future__ import annotations
+
+import sys
+from time import monotonic
+from typing import TextIO
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from processors.message import AlertEvent
+
+
+def describe(alert: AlertEvent) -> str:
+    """One line a person reads at a glance."""
+    w = alert.window
+    icon = "FIRING  " if alert.status == "firing" else "RESOLVED"
+    line = (
+        f"[{icon}] {alert.labels['alertname']} topic={alert.labels['topic']} "
+        f"severity={alert.labels['severity']} window {w.start:%Y-%m-%d %H:%M}-{w.end:%H:%M} "
+        f"negative {w.n_negative}/{w.n} ({w.negative_share:.0%}, usual "
+        f"{alert.baseline_negative_share:.0%}, z={alert.z_score:.1f})"
+    )
+    if alert.status == "firing" and w.evidence:
+        line += "".join(f'\n      - "{e.text[:110]}"' for e in w.evidence[:3])
+    return line
+
+
+class _AlertPrinter(StatelessSinkPartition[AlertEvent]):
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write_batch(self, items: list[AlertEvent]) -> None:
+        for alert in items:
+            print(describe(alert), file=self.stream, flush=True)
+
+
+class ConsoleAlertSink(DynamicSink[AlertEvent]):
+    """Prints each alert event as it is raised."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertPrinter:
+        return _AlertPrinter(self.stream)
+
+
+class Progress:
+    """A progress line at most once per `every` seconds: event time reached, counts."""
+
+    def __init__(self, stream: TextIO | None = None, every: float = 1.0) -> None:
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.scored = 0
+        self.windows = 0
+        self.firing: set[str] = set()
+        self._last = 0.0
+        self._started = monotonic()
+
+    def on_scored(self, n: int, event_time: str) -> None:
+        self.scored += n
+        now = monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            rate = self.scored / max(now - self._started, 1e-9)
+            firing = ", ".join(sorted(self.firing)) or "none"
+            print(
+                f"  event time {event_time} | {self.scored:,} scored ({rate:,.0f}/s) | "
+                f"{self.windows:,} windows closed | firing: {firing}",
+                file=self.stream,
+                flush=True,
+            )
+
+    def on_alert(self, alert: AlertEvent) -> None:
+        topic = alert.labels["topic"]
+        if alert.status == "firing":
+            self.firing.add(topic)
+        else:
+            self.firing.discard(topic)

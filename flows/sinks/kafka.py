@@ -1,0 +1,196 @@
+"""Write items to a Kafka topic: acks from all replicas, idempotent where possible.
+
+Each `write_batch` ends with a flush and fails loudly if a record was not delivered,
+so Bytewax only advances past items the broker has acknowledged (correctness over
+latency). Idempotence stops a producer's own retries from writing duplicates; a broker
+that refuses it gets a plain `acks="all"` producer instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaConfigurationError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnsupportedVersionError,
+)
+from kafka.producer.future import FutureRecordMetadata
+
+from flows.sources.kafka import KafkaMetrics, check_client_options, unavailable_as
+from processors.message import AlertEvent, DeadLetter, Message, to_json
+
+log = logging.getLogger(__name__)
+
+X = TypeVar("X")
+Key = bytes | str | None
+Headers = Mapping[str, bytes | str]
+
+# What a broker answers when it will not give this client a producer id.
+_IDEMPOTENCE_REFUSED = (ClusterAuthorizationFailedError, UnsupportedVersionError)
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Records the broker did not acknowledge; raised so the job does not move past them."""
+
+
+def make_producer(
+    brokers: list[str],
+    options: Mapping[str, Any],
+    connect_timeout: float,
+    idempotent: bool = True,
+) -> KafkaProducer:
+    """A producer with acks from all replicas; idempotent unless the broker is too old."""
+    settings = {
+        "bootstrap_servers": brokers,
+        "acks": "all",
+        "bootstrap_timeout_ms": int(connect_timeout * 1000),
+        **options,
+    }
+    with unavailable_as(brokers, connect_timeout):
+        if idempotent:
+            try:
+                return KafkaProducer(enable_idempotence=True, **settings)
+            except KafkaConfigurationError as exc:  # brokers before 0.11
+                log.warning("Kafka producer without idempotence: %s", exc)
+        return KafkaProducer(enable_idempotence=False, **settings)
+
+
+def ensure_topic(
+    brokers: list[str],
+    topic: str,
+    partitions: int,
+    replication: int = 1,
+    client_options: Mapping[str, Any] | None = None,
+    connect_timeout: float = 5.0,
+) -> bool:
+    """Create `topic` unless it exists (its partitions are then left as they are).
+
+    Returns whether it was created.
+    """
+    options = check_client_options(client_options)
+    with unavailable_as(brokers, connect_timeout):
+        admin = KafkaAdminClient(
+            bootstrap_servers=brokers, bootstrap_timeout_ms=int(connect_timeout * 1000), **options
+        )
+    try:
+        admin.create_topics([NewTopic(topic, partitions, replication)])
+    except TopicAlreadyExistsError:
+        return False
+    finally:
+        admin.close()
+    return True
+
+
+class KafkaSink(DynamicSink[X], Generic[X]):
+    """Produce each item as one record: `value(item)`, and optionally key and headers.
+
+    Every worker gets its own producer. `metrics` counts undelivered records as
+    `finsentry_kafka_errors_total{kind="produce"}`.
+    """
+
+    def __init__(
+        self,
+        brokers: list[str],
+        topic: str,
+        *,
+        value: Callable[[X], bytes],
+        key: Callable[[X], Key] | None = None,
+        headers: Callable[[X], Headers] | None = None,
+        client_options: Mapping[str, Any] | None = None,
+        connect_timeout: float = 5.0,
+        metrics: KafkaMetrics | None = None,
+    ) -> None:
+        self.brokers = list(brokers)
+        self.topic = topic
+        self.value = value
+        self.key = key
+        self.headers = headers
+        self.options = check_client_options(client_options)
+        self.connect_timeout = connect_timeout
+        self.metrics = metrics or KafkaMetrics()
+
+    def producer(self, idempotent: bool = True) -> KafkaProducer:
+        return make_producer(self.brokers, self.options, self.connect_timeout, idempotent)
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> KafkaSinkPartition[X]:
+        return KafkaSinkPartition(self)
+
+
+class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
+    """One worker's producer; each batch is delivered in full or raises."""
+
+    def __init__(self, sink: KafkaSink[X]) -> None:
+        self._sink = sink
+        self._client = f"sink:{sink.topic}"
+        self._producer = sink.producer()
+
+    def write_batch(self, items: list[X]) -> None:
+        failed = self._send(items)
+        if failed and self._producer.config["enable_idempotence"]:
+            refused = [item for item, exc in failed if isinstance(exc, _IDEMPOTENCE_REFUSED)]
+            if len(refused) == len(failed):
+                log.warning("%s: broker refused idempotence (%s); producing without it",
+                            self._client, failed[0][1])
+                self._producer.close()
+                self._producer = self._sink.producer(idempotent=False)
+                failed = self._send(refused)
+        if failed:
+            for _ in failed:
+                self._sink.metrics.errors.labels("produce").inc()
+            self._sink.metrics.down(self._client, "produce")
+            raise KafkaDeliveryError(
+                f"{len(failed)} of {len(items)} records not delivered to {self._sink.topic!r}: "
+                f"{failed[0][1]!r}"
+            )
+        self._sink.metrics.up(self._client)
+
+    def _send(self, items: list[X]) -> list[tuple[X, Exception]]:
+        """Send and flush; returns the items that failed, with why."""
+        sink = self._sink
+        futures: list[tuple[X, FutureRecordMetadata]] = []
+        for item in items:
+            key = sink.key(item) if sink.key else None
+            headers = sink.headers(item) if sink.headers else {}
+            futures.append((item, self._producer.send(
+                sink.topic,
+                value=sink.value(item),
+                key=key.encode() if isinstance(key, str) else key,
+                headers=[(k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()],
+            )))
+        self._producer.flush()
+        failed = []
+        for item, future in futures:
+            try:
+                future.get(timeout=0)
+            except KafkaError as exc:
+                failed.append((item, exc))
+        return failed
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()
+
+
+def scored_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[Message]:
+    """Scored messages, keyed by message id so repeats of one item share a partition."""
+    return KafkaSink(brokers, topic, value=to_json, key=lambda m: m.header.id, **options)
+
+
+def alert_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[AlertEvent]:
+    """Alert events, keyed by fingerprint so an alert's firing and resolved stay in order."""
+    return KafkaSink(brokers, topic, value=to_json, key=lambda a: a.fingerprint, **options)
+
+
+def dead_letter_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[DeadLetter]:
+    """Dead letters, with their reason as a header so consumers can filter without parsing."""
+    return KafkaSink(
+        brokers, topic, value=to_json, headers=lambda d: {"reason": d.reason}, **options
+    )

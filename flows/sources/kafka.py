@@ -1,0 +1,300 @@
+"""Read Kafka topic-partitions as Bytewax partitions, with offsets in the snapshot.
+
+Each Kafka partition is one Bytewax partition with its own kafka-python consumer
+(`assign` + `seek`, no consumer group, no commits): the only record of progress is the
+snapshot, so a resumed job re-reads exactly what the last snapshot had not covered.
+Partitions are discovered from broker metadata in `list_parts`, so partitions added to
+a topic are picked up on the next start.
+
+A broker that cannot be reached at start fails the job at once (`KafkaUnavailable`);
+one lost while running is retried with exponential backoff, never a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError, OffsetOutOfRangeError
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from flows.sources import RawRecord
+
+log = logging.getLogger(__name__)
+
+StartingOffset = Literal["earliest", "latest"]
+
+ERROR_KINDS: tuple[str, ...] = ("unavailable", "offset_out_of_range", "fetch", "produce")
+
+# Connection and security settings that every kafka-python client (consumer, producer,
+# admin) accepts; anything else in `client_options` is a mistake, not a pass-through.
+CLIENT_OPTIONS: frozenset[str] = frozenset(
+    name
+    for name in set(KafkaConsumer.DEFAULT_CONFIG)
+    & set(KafkaProducer.DEFAULT_CONFIG)
+    & set(KafkaAdminClient.DEFAULT_CONFIG)
+    if name.startswith(("ssl_", "sasl_"))
+    or name in {"security_protocol", "client_id", "api_version", "proxy_url", "client_dns_lookup"}
+)
+
+_BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
+_BACKOFF_MAX = 30.0
+_IDLE_WAIT = 0.05  # between polls of an idle partition; bounds the added latency
+_PROBE_EVERY = 2.0  # how often an idle partition checks that its broker still answers
+
+
+class KafkaUnavailable(ConnectionError):
+    """No broker answered at the configured addresses."""
+
+    def __init__(self, brokers: list[str], timeout: float, cause: BaseException) -> None:
+        where = ", ".join(brokers)
+        super().__init__(f"no Kafka broker reachable at {where} within {timeout:g}s: {cause}")
+        self.brokers = brokers
+
+
+class TopicNotFound(LookupError):
+    """A configured topic does not exist; a typo should fail the start, not read nothing."""
+
+
+def check_client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check `options` against the settings kafka-python accepts; returns a copy."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - CLIENT_OPTIONS)
+    if unknown:
+        accepted = sorted(CLIENT_OPTIONS)
+        raise ValueError(f"unknown Kafka client options {unknown}; accepted: {accepted}")
+    return options
+
+
+@contextmanager
+def unavailable_as(brokers: list[str], timeout: float) -> Iterator[None]:
+    """Turn kafka-python's connection failures into one `KafkaUnavailable` naming the brokers."""
+    try:
+        yield
+    except KafkaError as exc:
+        raise KafkaUnavailable(brokers, timeout, exc) from exc
+
+
+class KafkaMetrics:
+    """Error counts and connectivity of this process's Kafka clients, for Prometheus.
+
+    Make one per job and hand it to the source and every Kafka sink; `connected` is 1
+    only while no client is in a failed state.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.errors = Counter(
+            "finsentry_kafka_errors_total",
+            "Kafka client errors, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        for kind in ERROR_KINDS:
+            self.errors.labels(kind)
+        self.connected = Gauge(
+            "finsentry_kafka_connected",
+            "1 while every Kafka client of the job reaches its broker, else 0.",
+            registry=self.registry,
+        )
+        self._down: set[str] = set()
+        self._lock = threading.Lock()
+
+    def up(self, client: str) -> None:
+        with self._lock:
+            self._down.discard(client)
+            self.connected.set(0 if self._down else 1)
+
+    def down(self, client: str, kind: str) -> None:
+        self.errors.labels(kind).inc()
+        with self._lock:
+            self._down.add(client)
+            self.connected.set(0)
+
+
+class KafkaSource(FixedPartitionedSource[RawRecord, int]):
+    """One Bytewax partition per Kafka topic-partition; the snapshot is the next offset.
+
+    `starting_offset` applies only when there is no snapshot. With `exit_at_end`, each
+    partition stops at the end offset found when it was built, so windows close and
+    the job exits (a backfill). `client_options` passes SASL/SSL settings to kafka-python.
+    """
+
+    def __init__(
+        self,
+        brokers: list[str],
+        topics: list[str],
+        *,
+        starting_offset: StartingOffset = "earliest",
+        batch_size: int = 256,
+        exit_at_end: bool = False,
+        client_options: Mapping[str, Any] | None = None,
+        connect_timeout: float = 5.0,
+        metrics: KafkaMetrics | None = None,
+    ) -> None:
+        if starting_offset not in ("earliest", "latest"):
+            raise ValueError(f"starting_offset must be 'earliest' or 'latest': {starting_offset!r}")
+        if batch_size <= 0:
+            raise ValueError("batch_size must be positive")
+        if not brokers or not topics:
+            raise ValueError("a Kafka source needs at least one broker and one topic")
+        self.brokers = list(brokers)
+        self.topics = list(topics)
+        self.starting_offset = starting_offset
+        self.batch_size = batch_size
+        self.exit_at_end = exit_at_end
+        self.options = check_client_options(client_options)
+        self.connect_timeout = connect_timeout
+        self.metrics = metrics or KafkaMetrics()
+
+    def _consumer(self) -> KafkaConsumer:
+        timeout_ms = int(self.connect_timeout * 1000)
+        with unavailable_as(self.brokers, self.connect_timeout):
+            return KafkaConsumer(
+                bootstrap_servers=self.brokers,
+                group_id=None,
+                enable_auto_commit=False,
+                auto_offset_reset="none",  # out of range is handled (and counted) here
+                allow_auto_create_topics=False,
+                bootstrap_timeout_ms=timeout_ms,
+                max_poll_records=self.batch_size,
+                **self.options,
+            )
+
+    def list_parts(self) -> list[str]:
+        """Every partition of every topic, as "topic/partition", from broker metadata."""
+        consumer = self._consumer()
+        try:
+            with unavailable_as(self.brokers, self.connect_timeout):
+                found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
+        finally:
+            consumer.close()
+        missing = sorted(topic for topic, parts in found.items() if not parts)
+        if missing:
+            raise TopicNotFound(f"Kafka topics {missing} do not exist on {', '.join(self.brokers)}")
+        return [f"{topic}/{p}" for topic, parts in found.items() for p in sorted(parts)]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: int | None
+    ) -> KafkaSourcePartition:
+        topic, partition = for_part.rsplit("/", 1)
+        return KafkaSourcePartition(self, TopicPartition(topic, int(partition)), resume_state)
+
+
+class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
+    """Reads one topic-partition; never blocks, backs off while the broker is away."""
+
+    def __init__(self, source: KafkaSource, tp: TopicPartition, resume_state: int | None) -> None:
+        self._tp = tp
+        self._origin = f"kafka:{tp.topic}/{tp.partition}"
+        self._metrics = source.metrics
+        self._batch_size = source.batch_size
+        self._timeout_ms = int(source.connect_timeout * 1000)
+        self._consumer = source._consumer()
+        with unavailable_as(source.brokers, source.connect_timeout):
+            self._consumer.assign([tp])
+            if resume_state is not None:
+                self._next = resume_state
+            elif source.starting_offset == "earliest":
+                self._next = self._consumer.beginning_offsets([tp], self._timeout_ms)[tp]
+            else:
+                self._next = self._consumer.end_offsets([tp], self._timeout_ms)[tp]
+            self._end = None
+            if source.exit_at_end:
+                self._end = self._consumer.end_offsets([tp], self._timeout_ms)[tp]
+        self._consumer.seek(tp, self._next)
+        self._metrics.up(self._origin)
+        self._backoff = 0.0
+        self._awake: datetime | None = None
+        self._probe_at = time.monotonic() + _PROBE_EVERY
+
+    def next_batch(self) -> list[RawRecord]:
+        if self._end is not None and self._next >= self._end:
+            raise StopIteration
+        try:
+            polled = self._consumer.poll(timeout_ms=0, max_records=self._batch_size)
+        except OffsetOutOfRangeError:
+            self._restart_from_earliest()
+            return []
+        except KafkaError:
+            self._failed("fetch")
+            return []
+        records = polled.get(self._tp, [])
+        if not records:
+            self._idle()
+            return []
+        self._healthy()
+        self._awake = None
+        if self._end is not None:
+            records = [r for r in records if r.offset < self._end]
+            self._next = max(self._next, records[-1].offset + 1) if records else self._end
+        else:
+            self._next = records[-1].offset + 1
+        origin = self._origin
+        # A tombstone (value None) is an empty payload; the parser dead-letters it.
+        return [RawRecord(r.value or b"", origin, str(r.offset)) for r in records]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def _idle(self) -> None:
+        """Nothing buffered: wait a little, and every few seconds check the broker answers."""
+        self._awake = _after(_IDLE_WAIT)
+        if time.monotonic() < self._probe_at:
+            return
+        try:
+            self._consumer.end_offsets([self._tp], self._timeout_ms)
+            if self._end is not None:
+                # Offsets with no record (transaction markers) never come back from
+                # poll; the position moves past them.
+                position = self._consumer.position(self._tp, self._timeout_ms)
+                self._next = max(self._next, position or 0)
+        except KafkaError:
+            self._failed("unavailable")
+            return
+        self._healthy()
+        self._probe_at = time.monotonic() + _PROBE_EVERY
+
+    def _restart_from_earliest(self) -> None:
+        """Our offset is gone (retention, or a broker that lost its data): go on from the start."""
+        try:
+            earliest = self._consumer.beginning_offsets([self._tp], self._timeout_ms)[self._tp]
+        except KafkaError:
+            self._failed("unavailable")
+            return
+        log.warning("%s: offset %d out of range, now at %d", self._origin, self._next, earliest)
+        self._metrics.errors.labels("offset_out_of_range").inc()
+        self._next = earliest
+        self._consumer.seek(self._tp, earliest)
+
+    def _failed(self, kind: str) -> None:
+        if self._backoff == 0:
+            log.warning("%s: lost the Kafka broker (%s); retrying with backoff", self._origin, kind)
+        self._backoff = min(_BACKOFF_MAX, max(_BACKOFF_MIN, self._backoff * 2))
+        self._metrics.down(self._origin, kind)
+        self._awake = _after(self._backoff)
+        self._probe_at = 0.0  # probe again on the next idle call
+
+    def _healthy(self) -> None:
+        if self._backoff:
+            log.info("%s: Kafka broker is back", self._origin)
+            self._backoff = 0.0
+            self._metrics.up(self._origin)
+
+
+def _after(seconds: float) -> datetime:
+    return datetime.now(UTC) + timedelta(seconds=seconds)
+

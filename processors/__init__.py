@@ -1,0 +1,1 @@
+"""Message processors: envelope, parsing, models, windows, detectors. No Bytewax, no I/O."""

@@ -1,0 +1,31 @@
+"""The detector contract: learn one topic's normal, judge each window against it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from processors.message import TopicWindow
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A detector's verdict on one window.
+
+    `abnormal` says the window should start an alert; `recovered` says an alert that
+    is firing may end. They are separate so detectors can apply hysteresis: a window
+    can be neither (not bad enough to start, not calm enough to end).
+    """
+
+    abnormal: bool
+    recovered: bool
+    baseline: float  # the normal value the window was compared with
+    score: float  # how far off normal, in the detector's own unit (e.g. a z-score)
+
+
+class Detector(ABC):
+    """Stateful per topic and picklable: it is Bytewax state, so keep it small."""
+
+    @abstractmethod
+    def update(self, window: TopicWindow, firing: bool) -> Assessment:
+        """Judge `window`, then learn from it; `firing` says an alert is active."""

@@ -1,0 +1,34 @@
+"""Builders shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta, timezone
+
+from processors.message import Body, Header, Message, Result, TopicWindow
+
+T0 = datetime(2024, 3, 14, 14, 0, tzinfo=timezone.utc)
+
+
+def message(
+    text: str = "Oil slumps",
+    id: str = "m1",  # noqa: A002 - the envelope's own field name
+    at: datetime = T0,
+    source: str = "wire",
+    lang: str | None = None,
+    trailer: tuple[Result, ...] = (),
+) -> Message:
+    return Message(Header(id, "item", source, at, at), Body(text, lang=lang), trailer)
+
+
+def window(topic: str, n: int, negative: int, index: int, minutes: int = 5) -> TopicWindow:
+    start = T0 + timedelta(minutes=minutes * index)
+    share = negative / n if n else 0.0
+    return TopicWindow(
+        topic, start, start + timedelta(minutes=minutes), n, negative, n - negative, 0, share, -share
+    )
+
+
+def jsonl(items: Iterable[dict[str, object]]) -> bytes:
+    return b"".join(json.dumps(item).encode() + b"\n" for item in items)
