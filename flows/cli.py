@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,36 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the long-running monitor job")
     _job_options(run)
     run.add_argument("--input", type=Path, help="JSON-lines file to read instead of the source")
-    run.add_argument("--workers", type=int, default=1, help="worker threads in this process")
+    kafka = run.add_argument_group("Kafka")
+    kafka.add_argument("--brokers", help="HOST:PORT[,HOST:PORT...]")
+    kafka.add_argument("--input-topic", help="topic(s) to read, comma-separated")
+    kafka.add_argument("--starting-offset", choices=("earliest", "latest"))
+    kafka.add_argument("--scored-topic", help="write scored messages here")
+    kafka.add_argument("--alerts-topic", help="write alert events here (key: fingerprint)")
+    kafka.add_argument("--dead-letter-topic", help="write dead letters here (header: reason)")
+    kafka.add_argument(
+        "--exit-at-end",
+        action="store_true",
+        default=None,
+        help="backfill: read to the end offsets found at start, close all windows, exit",
+    )
+    state = run.add_argument_group("recovery and scale-out")
+    state.add_argument("--recovery-dir", type=Path, help="Bytewax snapshots (created if new)")
+    state.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
+    state.add_argument("--workers", type=int, default=1, help="worker threads per process")
+    state.add_argument("--process-id", type=int, help="this process's index in --addresses")
+    state.add_argument("--addresses", help="HOST:PORT of every process, comma-separated")
     run.set_defaults(command=_run)
+
+    rep = sub.add_parser("replay", help="publish a JSON-lines file to a Kafka topic")
+    rep.add_argument("file", type=Path)
+    rep.add_argument("--brokers", required=True, help="HOST:PORT[,HOST:PORT...]")
+    rep.add_argument("--topic", required=True)
+    rep.add_argument(
+        "--rate", type=float, default=0.0, help="items per second; 0: as fast as possible"
+    )
+    rep.add_argument("--partitions", type=int, default=1, help="partitions if the topic is created")
+    rep.set_defaults(command=_replay)
 
     score = sub.add_parser("score", help="score texts (arguments) or JSON lines (stdin)")
     score.add_argument("texts", nargs="*", help="texts to score; none: read JSON lines on stdin")
@@ -133,31 +162,83 @@ def _demo(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from flows.config import load_config
 
-    overrides = _job_overrides(args)
+    overrides = _job_overrides(args) | {
+        "kafka.brokers": _split(args.brokers),
+        "kafka.input_topics": _split(args.input_topic),
+        "kafka.starting_offset": args.starting_offset,
+        "kafka.scored_topic": args.scored_topic,
+        "kafka.alerts_topic": args.alerts_topic,
+        "kafka.dead_letter_topic": args.dead_letter_topic,
+        "kafka.exit_at_end": args.exit_at_end,
+        "recovery.dir": args.recovery_dir,
+        "recovery.snapshot_interval_seconds": args.snapshot_interval,
+    }
     if args.input is not None:
         if not args.input.is_file():
             raise FileNotFoundError(f"input file not found: {args.input}")
         overrides |= {"source.kind": "file", "source.path": str(args.input)}
+    elif args.input_topic:
+        overrides["source.kind"] = "kafka"
     config = load_config(args.config, overrides=overrides)
     return _execute(config, args, None)
 
 
+def _split(value: str | None) -> list[str] | None:
+    return [part.strip() for part in value.split(",") if part.strip()] if value else None
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from flows.replay import replay
+
+    if not args.file.is_file():
+        raise FileNotFoundError(f"input file not found: {args.file}")
+    n = replay(args.file, _split(args.brokers) or [], args.topic, args.rate, args.partitions)
+    print(f"published {n:,} records to {args.topic}")
+    return 0
+
+
 def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     """Run the flow to its end (or forever, for endless sources) and print a summary."""
+    from datetime import timedelta
+
+    from bytewax.recovery import RecoveryConfig
     from bytewax.run import cli_main
 
     from flows.metrics import Metrics
     from flows.monitor import build_flow
     from flows.sinks.console import Progress
     from flows.sinks.observe import Observers
+    from flows.wiring import build_source, prepare_recovery
 
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # kafka-python logs every failed reconnect; the Kafka metrics already tell that story.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+
+    process_id = getattr(args, "process_id", None)
+    addresses = _split(getattr(args, "addresses", None))
     observers = Observers(Metrics(), None if args.quiet else Progress())
     if config.metrics.port is not None:
-        port = observers.metrics.serve(config.metrics.port, config.metrics.host)
+        # One endpoint per process: process i of a cluster serves on port + i.
+        wanted = config.metrics.port + (process_id or 0) if config.metrics.port else 0
+        port = observers.metrics.serve(wanted, config.metrics.host)
         print(f"metrics: http://{config.metrics.host}:{port}/metrics", flush=True)
+    source = source or build_source(config, observers)
+    if config.source.kind == "kafka":
+        source.list_parts()  # fails now, with the broker's address, if none answers
     flow = build_flow(config, source=source, observers=observers)
+    recovery = None
+    if config.recovery.dir is not None:
+        prepare_recovery(config.recovery.dir, config.recovery.partitions)
+        recovery = RecoveryConfig(config.recovery.dir)
     started = time.monotonic()
-    cli_main(flow, workers_per_process=getattr(args, "workers", 1))
+    cli_main(
+        flow,
+        workers_per_process=getattr(args, "workers", 1),
+        process_id=process_id,
+        addresses=addresses,
+        epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
+        recovery_config=recovery,
+    )
     wall = time.monotonic() - started
     _summary(observers, wall)
     if args.linger > 0:
@@ -189,7 +270,7 @@ def _summary(observers: Any, wall: float) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from flows.config import load_config
     from flows.steps import build_chain
@@ -204,11 +285,14 @@ def _score(args: argparse.Namespace) -> int:
         lines = [line.rstrip(b"\r\n") for line in sys.stdin.buffer if line.strip()]
         origin = "stdin"
     parser = Parser(max_text_chars=config.parse.max_text_chars)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     parsed = [parser.parse(line, origin, str(i + 1), now) for i, line in enumerate(lines)]
     bad = [p for p in parsed if isinstance(p, DeadLetter)]
     for letter in bad:
-        print(f"finsentry: {origin} item {letter.position}: {letter.reason}: {letter.detail}", file=sys.stderr)
+        print(
+            f"finsentry: {origin} item {letter.position}: {letter.reason}: {letter.detail}",
+            file=sys.stderr,
+        )
     good = [p for p in parsed if not isinstance(p, DeadLetter)]
     result = build_chain(config).process(good) if good else None
     out = sys.stdout.buffer
@@ -251,10 +335,13 @@ def _default_data_dir() -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from processors.models.default import DEFAULT_HEADS
     from processors.training import train_heads
 
-    figures = train_heads(args.data or _default_data_dir(), args.out or DEFAULT_HEADS, seed=args.seed)
+    from processors.models.default import DEFAULT_HEADS
+
+    figures = train_heads(
+        args.data or _default_data_dir(), args.out or DEFAULT_HEADS, seed=args.seed
+    )
     print(json.dumps(figures, indent=2))
     return 0
 

@@ -24,7 +24,7 @@ class _Section(BaseModel):
 
 
 class SourceConfig(_Section):
-    kind: Literal["demo", "file"] = "demo"
+    kind: Literal["demo", "file", "kafka"] = "demo"
     path: Path | None = None
     batch_size: int = Field(256, gt=0, description="items per source batch")
     demo_seed: int = 7
@@ -62,7 +62,10 @@ class RouteConfig(_Section):
 
 class ProcessorConfig(_Section):
     name: str
-    task: Literal["topic", "sentiment"]
+    kind: Literal["classify", "noop"] = Field(
+        "classify", description="noop: pass-through, to measure the pipeline without models"
+    )
+    task: Literal["topic", "sentiment"] = "topic"
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
     merge: Literal["vote", "weighted_mean"] = "weighted_mean"
     route: RouteConfig = RouteConfig()
@@ -128,6 +131,37 @@ class SinksConfig(_Section):
     console: bool = True
 
 
+class KafkaConfig(_Section):
+    """Brokers and topics; SASL/SSL settings go in `client_options` (kafka-python names)."""
+
+    brokers: list[str] = []
+    input_topics: list[str] = []
+    starting_offset: Literal["earliest", "latest"] = "earliest"
+    exit_at_end: bool = Field(
+        False, description="read to the end offsets found at start, then stop"
+    )
+    scored_topic: str | None = None
+    alerts_topic: str | None = None
+    dead_letter_topic: str | None = None
+    client_options: dict[str, Any] = {}
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _options_known(self) -> KafkaConfig:
+        from flows.sources.kafka import check_client_options
+
+        check_client_options(self.client_options)
+        return self
+
+
+class RecoveryConfig(_Section):
+    """Bytewax snapshots; the directory and its partitions are created on first use."""
+
+    dir: Path | None = None
+    snapshot_interval_seconds: float = Field(10.0, gt=0)
+    partitions: int = Field(1, gt=0)
+
+
 class MetricsConfig(_Section):
     port: int | None = Field(None, ge=0, le=65535)
     host: str = "127.0.0.1"
@@ -142,7 +176,21 @@ class Config(_Section):
     window: WindowConfig = WindowConfig()
     detector: DetectorConfig = DetectorConfig()
     sinks: SinksConfig = SinksConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    recovery: RecoveryConfig = RecoveryConfig()
     metrics: MetricsConfig = MetricsConfig()
+
+    @model_validator(mode="after")
+    def _kafka_complete(self) -> Config:
+        k = self.kafka
+        uses_kafka = self.source.kind == "kafka" or any(
+            (k.scored_topic, k.alerts_topic, k.dead_letter_topic)
+        )
+        if uses_kafka and not k.brokers:
+            raise ValueError("kafka.brokers is required when a Kafka source or sink is used")
+        if self.source.kind == "kafka" and not k.input_topics:
+            raise ValueError("kafka.input_topics is required for a Kafka source")
+        return self
 
 
 class ConfigError(ValueError):

@@ -51,7 +51,7 @@ def build_flow(
     outputs = outputs or build_outputs(config, observers)
     flow = Dataflow("finsentry")
 
-    raw = op.input("source", flow, source or build_source(config.source))
+    raw = op.input("source", flow, source or build_source(config, observers))
     parsed = op.flat_map_batch("parse", raw, ParseStep(config, observers))
     valid = op.branch("valid", parsed, lambda x: isinstance(x, Message))
     messages: op.Stream[Message] = valid.trues

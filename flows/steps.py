@@ -24,13 +24,14 @@ from flows.config import (
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
 from processors.alerting import TopicMonitor
-from processors.base import Route
+from processors.base import Processor, Route
 from processors.chain import Chain
 from processors.classify import ClassifyProcessor, Member
 from processors.dedupe import Deduplicator
 from processors.detectors import DETECTORS
 from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
 from processors.models import Model
+from processors.noop import NoOpProcessor
 from processors.parse import Parser
 from processors.window import Observation, WindowAccumulator
 
@@ -105,17 +106,18 @@ def build_chain(config: Config) -> Chain:
             models[key] = build_model(spec, p.task, config.inference)
         return models[key]
 
-    processors = [
-        ClassifyProcessor(
+    def processor_for(p: ProcessorConfig) -> Processor:
+        if p.kind == "noop":
+            return NoOpProcessor(p.name)
+        return ClassifyProcessor(
             name=p.name,
             task=p.task,
             members=[Member(model_for(p, i), m.weight) for i, m in enumerate(p.models)],
             merge=p.merge,
             route=Route(frozenset(p.route.sources), frozenset(p.route.langs)),
         )
-        for p in config.processors
-    ]
-    return Chain(processors)
+
+    return Chain([processor_for(p) for p in config.processors])
 
 
 class ScoreStep:
@@ -137,12 +139,18 @@ class ScoreStep:
 
                 torch.set_num_threads(self.config.inference.threads)
             self.chain = build_chain(self.config)
+        # Keyed de-duplication regroups a batch by bucket; windows want event order.
+        batch = sorted(batch, key=_event_time)
         result = self.chain.process(batch)
         self.observers.metrics.observe_scored(result.scored, result.reports, time())
         if self.observers.progress and result.scored:
             latest = max(m.header.published_at for m in result.scored)
             self.observers.progress.on_scored(len(result.scored), f"{latest:%Y-%m-%d %H:%M}")
         return [*result.scored, *result.dead_letters]
+
+
+def _event_time(message: Message) -> datetime:
+    return message.header.published_at
 
 
 def late_letter(item: tuple[str, tuple[int, Observation]]) -> DeadLetter:

@@ -3,33 +3,54 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.files import FileSink
 from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
+from bytewax.recovery import init_db_dir
 
-from flows.config import Config, SourceConfig
+from flows.config import Config
 from flows.sinks.console import ConsoleAlertSink
+from flows.sinks.kafka import alert_sink, dead_letter_sink, scored_sink
 from flows.sinks.observe import Observers, ObserverSink
 from flows.sources import RawRecord
 from flows.sources.demo import DemoSource, MarketDay, previous_weekday
 from flows.sources.file import JsonLinesSource
+from flows.sources.kafka import KafkaSource
 from processors.message import to_json
 
 
-def build_source(config: SourceConfig, demo_day: date | None = None) -> Source[RawRecord]:
-    if config.kind == "file":
-        assert config.path is not None  # validated by the config
-        return JsonLinesSource(config.path, config.batch_size)
+def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
+    source = config.source
+    if source.kind == "file":
+        assert source.path is not None  # validated by the config
+        return JsonLinesSource(source.path, source.batch_size)
+    if source.kind == "kafka":
+        k = config.kafka
+        return KafkaSource(
+            k.brokers,
+            k.input_topics,
+            starting_offset=k.starting_offset,
+            batch_size=source.batch_size,
+            exit_at_end=k.exit_at_end,
+            client_options=k.client_options,
+            connect_timeout=k.connect_timeout_seconds,
+            metrics=observers.kafka,
+        )
     day = MarketDay(
-        day=demo_day or previous_weekday(),
-        surge_topic=config.demo_surge_topic,
-        seed=config.demo_seed,
+        day=previous_weekday(), surge_topic=source.demo_surge_topic, seed=source.demo_seed
     )
-    return DemoSource(day, config.batch_size)
+    return DemoSource(day, source.batch_size)
+
+
+def prepare_recovery(directory: Path, partitions: int) -> None:
+    """Create the recovery directory and its Bytewax partitions on first use."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, partitions)
 
 
 @dataclass
@@ -71,6 +92,22 @@ def build_outputs(config: Config, observers: Observers) -> Outputs:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             target.append(FileSink(path))
+    k = config.kafka
+    for topic, target, make in (
+        (k.scored_topic, outputs.scored, scored_sink),
+        (k.alerts_topic, outputs.alerts, alert_sink),
+        (k.dead_letter_topic, outputs.dead_letters, dead_letter_sink),
+    ):
+        if topic is not None:
+            target.append(
+                make(
+                    k.brokers,
+                    topic,
+                    client_options=k.client_options,
+                    connect_timeout=k.connect_timeout_seconds,
+                    metrics=observers.kafka,
+                )
+            )
     if sinks.console:
         outputs.alerts.append(ConsoleAlertSink())
     return outputs

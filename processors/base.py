@@ -42,6 +42,15 @@ class Processor(ABC):
     """One step of the chain."""
 
     name: str
+
+    @abstractmethod
+    def process(self, batch: Sequence[Message]) -> list[Message]:
+        """The batch, in order, with this processor's results appended."""
+
+
+class RoutedProcessor(Processor):
+    """A processor that scores the messages its route accepts and passes the rest."""
+
     route: Route = Route()
 
     @abstractmethod
@@ -49,7 +58,6 @@ class Processor(ABC):
         """One result per message, in order; the messages are all accepted by the route."""
 
     def process(self, batch: Sequence[Message]) -> list[Message]:
-        """Score the accepted messages and append the results to their trailers."""
         taken = [i for i, message in enumerate(batch) if self.route.accepts(message)]
         out = list(batch)
         if not taken:

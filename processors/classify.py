@@ -8,7 +8,7 @@ from time import perf_counter
 
 import numpy as np
 
-from processors.base import Processor, Route
+from processors.base import Route, RoutedProcessor
 from processors.labels import LABELS
 from processors.merge import STRATEGIES
 from processors.message import Message, Result
@@ -29,7 +29,7 @@ def classification_text(message: Message) -> str:
     return message.body.text
 
 
-class ClassifyProcessor(Processor):
+class ClassifyProcessor(RoutedProcessor):
     """Labels each accepted message for `task`; an ensemble keeps each member's result.
 
     >>> from processors.message import Body, Header

@@ -92,8 +92,8 @@ def ensure_topic(
 class KafkaSink(DynamicSink[X], Generic[X]):
     """Produce each item as one record: `value(item)`, and optionally key and headers.
 
-    Every worker gets its own producer. `metrics` counts undelivered records as
-    `finsentry_kafka_errors_total{kind="produce"}`.
+    Every worker gets its own producer. A batch with undelivered records raises
+    `KafkaDeliveryError` and counts in `finsentry_kafka_errors_total{kind="produce"}`.
     """
 
     def __init__(
@@ -137,14 +137,15 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
         if failed and self._producer.config["enable_idempotence"]:
             refused = [item for item, exc in failed if isinstance(exc, _IDEMPOTENCE_REFUSED)]
             if len(refused) == len(failed):
-                log.warning("%s: broker refused idempotence (%s); producing without it",
-                            self._client, failed[0][1])
+                log.warning(
+                    "%s: broker refused idempotence (%s); producing without it",
+                    self._client,
+                    failed[0][1],
+                )
                 self._producer.close()
                 self._producer = self._sink.producer(idempotent=False)
                 failed = self._send(refused)
         if failed:
-            for _ in failed:
-                self._sink.metrics.errors.labels("produce").inc()
             self._sink.metrics.down(self._client, "produce")
             raise KafkaDeliveryError(
                 f"{len(failed)} of {len(items)} records not delivered to {self._sink.topic!r}: "
@@ -159,17 +160,24 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
         for item in items:
             key = sink.key(item) if sink.key else None
             headers = sink.headers(item) if sink.headers else {}
-            futures.append((item, self._producer.send(
-                sink.topic,
-                value=sink.value(item),
-                key=key.encode() if isinstance(key, str) else key,
-                headers=[(k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()],
-            )))
+            futures.append(
+                (
+                    item,
+                    self._producer.send(
+                        sink.topic,
+                        value=sink.value(item),
+                        key=key.encode() if isinstance(key, str) else key,
+                        headers=[
+                            (k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()
+                        ],
+                    ),
+                )
+            )
         self._producer.flush()
         failed = []
         for item, future in futures:
             try:
-                future.get(timeout=0)
+                future.get()
             except KafkaError as exc:
                 failed.append((item, exc))
         return failed

@@ -11,6 +11,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.metrics import Metrics
 from flows.sinks.console import Progress
+from flows.sources.kafka import KafkaMetrics
 from processors.message import AlertEvent, DeadLetter, TopicWindow
 
 X = TypeVar("X")
@@ -22,6 +23,11 @@ class Observers:
 
     metrics: Metrics = field(default_factory=Metrics)
     progress: Progress | None = None
+    kafka: KafkaMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Kafka clients report on the job's registry; one set of Kafka metrics per job.
+        self.kafka = KafkaMetrics(self.metrics.registry)
 
     def on_windows(self, windows: list[TopicWindow]) -> None:
         for window in windows:

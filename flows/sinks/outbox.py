@@ -66,7 +66,8 @@ class Outbox:
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO outbox (receiver, event_id, body, next_attempt_at, created_at, updated_at)"
+                "INSERT INTO outbox"
+                " (receiver, event_id, body, next_attempt_at, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (receiver, event_id) DO NOTHING",
                 (receiver, event_id, body, now, now, now),
             )
@@ -82,7 +83,7 @@ class Outbox:
                 (time.time(), *names),
             )
 
-    def claim(self, receiver: str, lease_seconds: float) -> Row | None | float:
+    def claim(self, receiver: str, lease_seconds: float) -> Row | float | None:
         """Lease the receiver's oldest pending row if it is due.
 
         Rows of one receiver go out in order, so a "resolved" never overtakes its

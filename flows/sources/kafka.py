@@ -48,6 +48,7 @@ _BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
 _BACKOFF_MAX = 30.0
 _IDLE_WAIT = 0.05  # between polls of an idle partition; bounds the added latency
 _PROBE_EVERY = 2.0  # how often an idle partition checks that its broker still answers
+_PROBE_TIMEOUT_MS = 1000  # short: a probe of a lost broker stalls the worker this long
 
 
 class KafkaUnavailable(ConnectionError):
@@ -154,7 +155,8 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
         self.connect_timeout = connect_timeout
         self.metrics = metrics or KafkaMetrics()
 
-    def _consumer(self) -> KafkaConsumer:
+    def consumer(self) -> KafkaConsumer:
+        """A consumer with no group and no commits: offsets live in the snapshot."""
         timeout_ms = int(self.connect_timeout * 1000)
         with unavailable_as(self.brokers, self.connect_timeout):
             return KafkaConsumer(
@@ -170,7 +172,7 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
 
     def list_parts(self) -> list[str]:
         """Every partition of every topic, as "topic/partition", from broker metadata."""
-        consumer = self._consumer()
+        consumer = self.consumer()
         try:
             with unavailable_as(self.brokers, self.connect_timeout):
                 found = {topic: consumer.partitions_for_topic(topic) for topic in self.topics}
@@ -196,19 +198,19 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
         self._origin = f"kafka:{tp.topic}/{tp.partition}"
         self._metrics = source.metrics
         self._batch_size = source.batch_size
-        self._timeout_ms = int(source.connect_timeout * 1000)
-        self._consumer = source._consumer()
+        timeout_ms = int(source.connect_timeout * 1000)
+        self._consumer = source.consumer()
         with unavailable_as(source.brokers, source.connect_timeout):
             self._consumer.assign([tp])
             if resume_state is not None:
                 self._next = resume_state
             elif source.starting_offset == "earliest":
-                self._next = self._consumer.beginning_offsets([tp], self._timeout_ms)[tp]
+                self._next = self._consumer.beginning_offsets([tp], timeout_ms)[tp]
             else:
-                self._next = self._consumer.end_offsets([tp], self._timeout_ms)[tp]
-            self._end = None
+                self._next = self._consumer.end_offsets([tp], timeout_ms)[tp]
+            self._end: int | None = None
             if source.exit_at_end:
-                self._end = self._consumer.end_offsets([tp], self._timeout_ms)[tp]
+                self._end = self._consumer.end_offsets([tp], timeout_ms)[tp]
         self._consumer.seek(tp, self._next)
         self._metrics.up(self._origin)
         self._backoff = 0.0
@@ -256,11 +258,11 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
         if time.monotonic() < self._probe_at:
             return
         try:
-            self._consumer.end_offsets([self._tp], self._timeout_ms)
+            self._consumer.end_offsets([self._tp], _PROBE_TIMEOUT_MS)
             if self._end is not None:
                 # Offsets with no record (transaction markers) never come back from
                 # poll; the position moves past them.
-                position = self._consumer.position(self._tp, self._timeout_ms)
+                position = self._consumer.position(self._tp, _PROBE_TIMEOUT_MS)
                 self._next = max(self._next, position or 0)
         except KafkaError:
             self._failed("unavailable")
@@ -271,7 +273,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
     def _restart_from_earliest(self) -> None:
         """Our offset is gone (retention, or a broker that lost its data): go on from the start."""
         try:
-            earliest = self._consumer.beginning_offsets([self._tp], self._timeout_ms)[self._tp]
+            earliest = self._consumer.beginning_offsets([self._tp], _PROBE_TIMEOUT_MS)[self._tp]
         except KafkaError:
             self._failed("unavailable")
             return
@@ -297,4 +299,3 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
 
 def _after(seconds: float) -> datetime:
     return datetime.now(UTC) + timedelta(seconds=seconds)
-

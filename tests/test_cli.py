@@ -1,0 +1,122 @@
+"""The `finsentry` command as a user runs it: real subprocesses, real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "twitter-financial-news"
+
+
+def finsentry(*args: str, stdin: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+
+
+def test_demo_short_mode_fires_the_surge_topic_only(tmp_path: Path) -> None:
+    alerts_path = tmp_path / "alerts.jsonl"
+    done = finsentry("demo", "--minutes", "150", "--alerts-out", str(alerts_path), "--quiet")
+    out = done.stdout.decode()
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert "[FIRING  ] NegativeSentimentSurge topic=energy_oil" in out
+    assert "alerts fired: energy_oil" in out
+    alerts = [json.loads(line) for line in alerts_path.read_text().splitlines()]
+    assert [(a["labels"]["topic"], a["status"]) for a in alerts][0] == ("energy_oil", "firing")
+    assert {a["labels"]["topic"] for a in alerts} == {"energy_oil"}
+    assert set(alerts[0]) >= {"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint"}
+
+
+def test_run_reads_a_file_to_its_end_and_writes_alerts(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    alerts = tmp_path / "alerts.jsonl"
+    dead = tmp_path / "dead.jsonl"
+    assert finsentry("generate", "--out", str(events), "--minutes", "150", "--day", "2024-03-14").returncode == 0
+    done = finsentry(
+        "run", "--input", str(events), "--alerts-out", str(alerts), "--dead-letters-out", str(dead), "--quiet"
+    )
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert [(a["labels"]["topic"], a["status"]) for a in lines] == [
+        ("energy_oil", "firing"),
+        ("energy_oil", "resolved"),
+    ]
+    letters = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert letters and all(letter["reason"] and letter["detail"] for letter in letters)
+
+
+def test_run_names_a_missing_input_and_a_bad_config(tmp_path: Path) -> None:
+    done = finsentry("run", "--input", str(tmp_path / "nope.jsonl"))
+    assert done.returncode == 2 and b"nope.jsonl" in done.stderr
+    config = tmp_path / "bad.yaml"
+    config.write_text("window:\n  length_seconds: -5\n")
+    done = finsentry("run", "--config", str(config), "--input", str(config))
+    assert done.returncode == 2
+    assert b"window.length_seconds" in done.stderr
+
+
+def test_score_texts_and_stdin() -> None:
+    done = finsentry("score", "Oil prices plunge 8% as OPEC+ talks collapse", "Apple beats Q3 estimates, raises outlook")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    labels = lambda m: {r["task"]: r["label"] for r in m["trailer"]}  # noqa: E731
+    assert labels(first) == {"topic": "energy_oil", "sentiment": "negative"}
+    assert labels(second)["sentiment"] == "positive"
+    assert first["header"]["type"] == "scored" and first["header"]["route"] == ["topic", "sentiment"]
+
+    stdin = b'{"id": "a", "text": "Fed holds rates steady"}\n{"text": ""}\n'
+    done = finsentry("score", stdin=stdin)
+    assert done.returncode == 1
+    assert [json.loads(line)["header"]["id"] for line in done.stdout.splitlines()] == ["a"]
+    assert b"item 2: empty_text" in done.stderr
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"labelled data not found at {DATA}")
+@pytest.mark.parametrize(("task", "floor"), [("sentiment", 0.74), ("topic", 0.74)])
+def test_eval_on_a_slice_meets_a_floor(task: str, floor: float) -> None:
+    done = finsentry("eval", "--task", task, "--data", str(DATA / f"{task}_valid.csv"), "--limit", "400")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    figures = json.loads(done.stdout)
+    assert figures["n"] == 400
+    assert figures["accuracy"] >= floor
+    assert 0 < figures["macro_f1"] <= 1
+
+
+def test_metrics_endpoint_serves_the_documented_names() -> None:
+    from flows.metrics import Metrics
+
+    metrics = Metrics()
+    port = metrics.serve(0)
+    metrics.observe_input("demo", 3)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for name in (
+        "finsentry_messages_in_total",
+        "finsentry_messages_scored_total",
+        "finsentry_duplicates_total",
+        "finsentry_dead_letters_total",
+        "finsentry_classified_total",
+        "finsentry_windows_closed_total",
+        "finsentry_window_negative_share",
+        "finsentry_window_mean_score",
+        "finsentry_alerts_total",
+        "finsentry_alerts_firing",
+        "finsentry_processor_batch_size",
+        "finsentry_processor_batch_duration_seconds",
+        "finsentry_end_to_end_latency_seconds",
+    ):
+        assert f"# TYPE {name.removesuffix('_total')}" in body, name
+    assert 'finsentry_messages_in_total{input="demo"} 3.0' in body
