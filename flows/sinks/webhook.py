@@ -98,11 +98,17 @@ class ReceiverConfig(_Strict):
         return random.uniform(ceiling / 2, ceiling)
 
 
+DEFAULT_STATE_DIR = Path("finsentry-state")
+
+
 class WebhookConfig(_Strict):
-    """Alert webhooks; the outbox lives in `state_dir`, which must outlive restarts."""
+    """Alert webhooks; the outbox lives in `state_dir`, which must outlive restarts.
+
+    Left unset, the job's `sinks.state_dir` is used (see `flows.config.Config`).
+    """
 
     receivers: list[ReceiverConfig] = []
-    state_dir: Path = Path("finsentry-state")
+    state_dir: Path | None = None
     external_url: str = Field("", description="Alertmanager payloads' externalURL")
     poll_seconds: float = Field(1.0, gt=0, description="look for rows other processes queued")
     close_timeout_seconds: float = Field(10.0, ge=0, description="bound on the flush at close")
@@ -245,7 +251,7 @@ class WebhookDelivery:
         self.config = config
         self.receivers = {r.name: r for r in config.receivers}
         self.metrics = WebhookMetrics(registry or CollectorRegistry(), list(self.receivers))
-        self.outbox = Outbox(config.state_dir / OUTBOX_FILE)
+        self.outbox = Outbox((config.state_dir or DEFAULT_STATE_DIR) / OUTBOX_FILE)
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._wake = threading.Event()
         self._stop = threading.Event()

@@ -1,0 +1,413 @@
+"""Webhook delivery against a real HTTP receiver on 127.0.0.1: formats, routes,
+signatures, backoff, downtime, restarts, and exactly-once per alert event."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.operators import input as op_input
+from bytewax.operators import output as op_output
+from bytewax.testing import TestingSource, run_main
+from helpers import T0, window
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from flows.sinks.webhook import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    ReceiverConfig,
+    WebhookConfig,
+    WebhookDelivery,
+    WebhookSink,
+    sign,
+    verify_signature,
+)
+from processors.alerting import ALERTNAME, fingerprint
+from processors.message import NO_END, AlertEvent, to_json
+
+SECRET = "s3cret-for-tests"
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def signed(self) -> bool:
+        """True if the request carries a valid signature for `SECRET`."""
+        return verify_signature(
+            SECRET,
+            self.headers.get(TIMESTAMP_HEADER, ""),
+            self.body,
+            self.headers.get(SIGNATURE_HEADER, ""),
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Receiver:
+    """A webhook endpoint on 127.0.0.1 that records every POST.
+
+    It can be down (nothing listens on its port until `start`), and `fail_next`
+    answers that many requests with `fail_status` before it answers 200.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.requests: list[Received] = []
+        self.fail_next = 0
+        self.fail_status = 503
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> Receiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received(self.path, dict(self.headers.items()), body, time.monotonic())
+                    )
+                    failing = receiver.fail_next > 0
+                    receiver.fail_next -= failing
+                self.send_response(receiver.fail_status if failing else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def event_ids(self, path: str | None = None) -> list[str]:
+        with self._lock:
+            return [r.headers[EVENT_ID_HEADER] for r in self.requests if path in (None, r.path)]
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.requests)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+def alert(
+    topic: str = "energy_oil", status: str = "firing", severity: str = "warning", index: int = 4
+) -> AlertEvent:
+    w = window(topic, 40, 30 if status == "firing" else 4, index)
+    return AlertEvent(
+        status=status,
+        labels={"alertname": ALERTNAME, "topic": topic, "severity": severity},
+        annotations={"summary": f"Surge of negative news on {topic}", "description": "30 of 40"},
+        starts_at=T0 + timedelta(minutes=20),
+        ends_at=NO_END if status == "firing" else w.start,
+        fingerprint=fingerprint(ALERTNAME, topic),
+        window=w,
+        baseline_negative_share=0.1,
+        z_score=6.2 if status == "firing" else 0.3,
+    )
+
+
+def config(tmp_path: Path, *receivers: dict[str, Any], **extra: Any) -> WebhookConfig:
+    fast = {"backoff_initial_seconds": 0.05, "backoff_max_seconds": 0.4, "timeout_seconds": 2}
+    return WebhookConfig(
+        receivers=[fast | r for r in receivers], state_dir=tmp_path / "state", **extra
+    )
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+def test_alertmanager_json_and_slack_bodies(tmp_path: Path, receiver: Receiver) -> None:
+    cfg = config(
+        tmp_path,
+        {"name": "am", "url": receiver.url("/am"), "format": "alertmanager"},
+        {"name": "plain", "url": receiver.url("/json"), "format": "json"},
+        {"name": "chat", "url": receiver.url("/slack"), "format": "slack"},
+        external_url="https://finsentry.example",
+    )
+    event = alert(severity="critical")
+    delivery = WebhookDelivery(cfg)
+    delivery.start()
+    assert delivery.enqueue(event) == 3
+    assert delivery.drain(5)
+    delivery.close()
+    by_path = {r.path: r for r in receiver.requests}
+    assert sorted(by_path) == ["/am", "/json", "/slack"]
+    assert all(r.headers["Content-Type"] == "application/json" for r in receiver.requests)
+    assert {r.headers[EVENT_ID_HEADER] for r in receiver.requests} == {event.event_id}
+
+    am = by_path["/am"].json()
+    assert am["version"] == "4"
+    assert am["receiver"] == "am"
+    assert am["status"] == "firing"
+    assert am["truncatedAlerts"] == 0
+    assert am["externalURL"] == "https://finsentry.example"
+    assert am["groupLabels"] == {"alertname": ALERTNAME, "topic": "energy_oil"}
+    assert am["groupKey"] == '{}:{alertname="NegativeSentimentSurge", topic="energy_oil"}'
+    assert am["commonLabels"] == event.labels
+    assert am["commonAnnotations"] == event.annotations
+    assert am["alerts"] == [json.loads(to_json(event))]
+    assert am["alerts"][0]["endsAt"] == "0001-01-01T00:00:00Z"
+    assert {"startsAt", "fingerprint", "generatorURL"} <= set(am["alerts"][0])
+
+    assert by_path["/json"].body == to_json(event)
+
+    slack = by_path["/slack"].json()
+    assert slack["text"].startswith(":rotating_light: [FIRING:critical] Surge of negative news")
+    assert slack["blocks"][0]["type"] == "section"
+    assert "75%" in slack["blocks"][1]["elements"][0]["text"]  # 30 of 40 negative
+
+
+def test_routes_by_severity_topic_and_status(tmp_path: Path, receiver: Receiver) -> None:
+    cfg = config(
+        tmp_path,
+        {"name": "pager", "url": receiver.url("/pager"), "route": {"severities": ["critical"]}},
+        {
+            "name": "energy",
+            "url": receiver.url("/energy"),
+            "route": {"topics": ["energy_oil"], "send_resolved": False},
+        },
+        {"name": "all", "url": receiver.url("/all")},
+    )
+    events = [
+        alert("energy_oil", severity="warning"),
+        alert("energy_oil", "resolved", severity="warning"),
+        alert("currencies", severity="critical"),
+    ]
+    delivery = WebhookDelivery(cfg)
+    delivery.start()
+    assert [delivery.enqueue(e) for e in events] == [2, 1, 2]
+    assert delivery.drain(5)
+    delivery.close()
+    ids = [e.event_id for e in events]
+    assert receiver.event_ids("/pager") == [ids[2]]
+    assert receiver.event_ids("/energy") == [ids[0]]
+    assert receiver.event_ids("/all") == ids  # in order: a resolved never overtakes its firing
+
+
+def test_signature_verifies_and_rejects_tampering(tmp_path: Path, receiver: Receiver) -> None:
+    cfg = config(
+        tmp_path,
+        {"name": "signed", "url": receiver.url("/signed"), "secret": SECRET},
+        {"name": "unsigned", "url": receiver.url("/unsigned")},
+    )
+    delivery = WebhookDelivery(cfg)
+    delivery.start()
+    delivery.enqueue(alert())
+    assert delivery.drain(5)
+    delivery.close()
+    signed = next(r for r in receiver.requests if r.path == "/signed")
+    unsigned = next(r for r in receiver.requests if r.path == "/unsigned")
+    assert signed.signed
+    assert signed.headers[SIGNATURE_HEADER].startswith("sha256=")
+    assert SIGNATURE_HEADER not in unsigned.headers and TIMESTAMP_HEADER not in unsigned.headers
+    assert "s3cret" not in repr(cfg)
+
+    ts, header = signed.headers[TIMESTAMP_HEADER], signed.headers[SIGNATURE_HEADER]
+    assert not verify_signature(SECRET, ts, signed.body + b" ", header)
+    assert not verify_signature("other", ts, signed.body, header)
+    assert not verify_signature(SECRET, int(ts) + 1, signed.body, header)
+    assert not verify_signature(SECRET, "soon", signed.body, header)
+    assert not verify_signature(SECRET, ts, signed.body, header, now=int(ts) + 301)
+    assert verify_signature(SECRET, ts, signed.body.decode(), header, now=int(ts) + 299)
+    old = int(time.time()) - 3600
+    assert not verify_signature(SECRET, old, b"{}", sign(SECRET, old, b"{}"))
+
+
+def test_retries_with_growing_backoff_until_the_receiver_answers(
+    tmp_path: Path, receiver: Receiver, registry: CollectorRegistry
+) -> None:
+    receiver.fail_next = 4
+    cfg = config(tmp_path, {"name": "flaky", "url": receiver.url()})
+    delivery = WebhookDelivery(cfg, registry)
+    delivery.start()
+    delivery.enqueue(alert())
+    assert delivery.drain(10)
+    delivery.close()
+    arrivals = [r.at for r in receiver.requests]
+    assert len(arrivals) == 5
+    gaps = [b - a for a, b in pairwise(arrivals)]
+    # Equal jitter keeps each gap in [c/2, c] while c doubles, so gaps never shrink.
+    assert all(later >= earlier * 0.9 for earlier, later in pairwise(gaps))
+    assert gaps[0] >= 0.025 and gaps[-1] <= 0.4 + 0.3
+    assert (
+        sample(registry, "finsentry_webhook_deliveries_total", receiver="flaky", outcome="retry")
+        == 4
+    )
+    assert (
+        sample(
+            registry, "finsentry_webhook_deliveries_total", receiver="flaky", outcome="delivered"
+        )
+        == 1
+    )
+    assert (
+        sample(registry, "finsentry_webhook_delivery_duration_seconds_count", receiver="flaky") == 5
+    )
+    assert sample(registry, "finsentry_webhook_outbox_depth", receiver="flaky") == 0
+
+
+def test_client_errors_and_exhausted_attempts_fail_for_good(
+    tmp_path: Path, receiver: Receiver, registry: CollectorRegistry
+) -> None:
+    receiver.fail_next, receiver.fail_status = 100, 400
+    down = Receiver()  # never started: connection refused
+    cfg = config(
+        tmp_path,
+        {"name": "rejects", "url": receiver.url()},
+        {"name": "gone", "url": down.url(), "max_attempts": 3},
+    )
+    delivery = WebhookDelivery(cfg, registry)
+    delivery.start()
+    delivery.enqueue(alert())
+    assert delivery.drain(5)
+    states = {(r, state, attempts) for r, _, state, attempts in delivery.outbox.states()}
+    delivery.close()
+    assert len(receiver.requests) == 1  # a 400 is not retried
+    assert states == {("rejects", "failed", 1), ("gone", "failed", 3)}
+    failed = "finsentry_webhook_deliveries_total"
+    assert sample(registry, failed, receiver="rejects", outcome="failed") == 1
+    assert sample(registry, failed, receiver="gone", outcome="retry") == 2
+    assert sample(registry, failed, receiver="gone", outcome="failed") == 1
+
+
+def test_duplicate_enqueue_is_a_no_op(tmp_path: Path, receiver: Receiver) -> None:
+    cfg = config(tmp_path, {"name": "one", "url": receiver.url()})
+    delivery = WebhookDelivery(cfg)
+    event = alert()
+    assert delivery.enqueue(event) == 1
+    assert delivery.enqueue(event) == 0
+    delivery.start()
+    assert delivery.drain(5)
+    assert delivery.enqueue(event) == 0  # delivered already: still a no-op
+    delivery.close()
+    assert receiver.event_ids() == [event.event_id]
+
+
+def test_downtime_and_restart_deliver_every_event_exactly_once(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    receiver = Receiver()  # down: nothing listens yet
+    cfg = config(
+        tmp_path,
+        {"name": "ops", "url": receiver.url(), "secret": SECRET},
+        {"name": "energy", "url": receiver.url("/energy"), "route": {"topics": ["energy_oil"]}},
+    )
+    events = [alert(), alert(status="resolved"), alert("currencies", severity="critical")]
+
+    first = WebhookDelivery(cfg, registry)
+    first.start()
+    assert sum(first.enqueue(e) for e in events) == 5
+    time.sleep(0.5)
+    assert (
+        sample(registry, "finsentry_webhook_deliveries_total", receiver="ops", outcome="retry") >= 2
+    )
+    assert sample(registry, "finsentry_webhook_outbox_depth", receiver="ops") == 3
+    assert not first.drain(0.1)
+    first.close(timeout=0.1)  # the job stops with the receiver still down
+
+    receiver.start()
+    try:
+        second = WebhookDelivery(cfg, CollectorRegistry())  # a new process on the same state
+        assert [second.enqueue(e) for e in events] == [0, 0, 0]  # the replay adds nothing
+        second.start()
+        assert second.drain(5)
+        second.close()
+        third = WebhookDelivery(cfg, CollectorRegistry())
+        assert [third.enqueue(e) for e in events] == [0, 0, 0]
+        third.close()
+    finally:
+        receiver.stop()
+    ids = [e.event_id for e in events]
+    assert receiver.event_ids("/hook") == ids
+    assert receiver.event_ids("/energy") == ids[:2]
+    assert all(r.signed for r in receiver.requests if r.path == "/hook")
+
+
+def test_close_flushes_what_was_just_enqueued(tmp_path: Path, receiver: Receiver) -> None:
+    delivery = WebhookDelivery(config(tmp_path, {"name": "one", "url": receiver.url()}))
+    delivery.start()
+    delivery.enqueue(alert())
+    delivery.close()
+    assert len(receiver.requests) == 1
+
+
+def test_bytewax_sink_enqueues_and_flushes(tmp_path: Path, receiver: Receiver) -> None:
+    events = [alert(), alert("currencies"), alert(status="resolved")]
+    delivery = WebhookDelivery(config(tmp_path, {"name": "flow", "url": receiver.url()}))
+    flow = Dataflow("webhook_sink_test")
+    op_output(
+        "webhooks", op_input("alerts", flow, TestingSource(events + events)), WebhookSink(delivery)
+    )
+    run_main(flow)
+    assert sorted(receiver.event_ids()) == sorted(e.event_id for e in events)  # flushed at close
+    delivery.close()
+
+
+@pytest.mark.parametrize(
+    ("receiver_fields", "problem"),
+    [
+        ({"url": "file:///etc/passwd"}, "url"),
+        ({"url": "http://127.0.0.1/x", "route": {"topics": ["oil"]}}, "unknown topics"),
+        ({"url": "http://127.0.0.1/x", "route": {"severities": ["page"]}}, "severities"),
+        ({"url": "http://127.0.0.1/x", "retries": 3}, "retries"),
+        ({"url": "http://127.0.0.1/x", "name": "Has Spaces"}, "name"),
+    ],
+)
+def test_config_rejects_bad_receivers(receiver_fields: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ValidationError, match=problem):
+        ReceiverConfig.model_validate({"name": "r"} | receiver_fields)
+
+
+def test_config_rejects_duplicate_receiver_names() -> None:
+    same = {"name": "r", "url": "http://127.0.0.1/x"}
+    with pytest.raises(ValidationError, match="unique"):
+        WebhookConfig(receivers=[same, same])
