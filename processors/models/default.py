@@ -6,13 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from processors.encoder import SentenceEncoder
 from processors.heads import ClassifierHeads
 from processors.models.base import Model
-
-DEFAULT_HEADS = Path(__file__).parents[1] / "weights" / "default_heads.safetensors"
 
 
 class DefaultModel(Model):
@@ -32,8 +29,14 @@ class DefaultModel(Model):
         max_tokens: int = 128,
         batch_size: int = 256,
     ) -> None:
-        self.encoder = SentenceEncoder(device=device, max_tokens=max_tokens, batch_size=batch_size)
-        self.heads = ClassifierHeads.load(heads_path or DEFAULT_HEADS)
+        self.heads = ClassifierHeads.load(heads_path)  # None: the committed default
+        # The encoder must pool features exactly as they were pooled for training.
+        self.encoder = SentenceEncoder(
+            device=device,
+            max_tokens=max_tokens,
+            batch_size=batch_size,
+            pooling=self.heads.pooling,
+        )
         self._latest: dict[str, dict[str, np.ndarray]] = {}
 
     def predict(self, task: str, texts: Sequence[str]) -> np.ndarray:
@@ -43,8 +46,7 @@ class DefaultModel(Model):
 
     def _run(self, texts: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         features = self.encoder.encode(list(texts))
-        with torch.inference_mode():
-            probabilities = {t: p.numpy() for t, p in self.heads.predict(features).items()}
+        probabilities = {t: p.cpu().numpy() for t, p in self.heads.predict(features).items()}
         return {
             text: {task: rows[i] for task, rows in probabilities.items()}
             for i, text in enumerate(texts)
