@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     state = run.add_argument_group("recovery and scale-out")
     state.add_argument("--recovery-dir", type=Path, help="Bytewax snapshots (created if new)")
     state.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
+    state.add_argument(
+        "--state-dir", type=Path, help="sinks' memory, e.g. alerts sent (default: beside recovery)"
+    )
     state.add_argument("--workers", type=int, default=1, help="worker threads per process")
     state.add_argument("--process-id", type=int, help="this process's index in --addresses")
     state.add_argument("--addresses", help="HOST:PORT of every process, comma-separated")
@@ -93,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--day", type=date.fromisoformat, default=None)
     gen.set_defaults(command=_generate)
 
+    bench = sub.add_parser("bench", help="throughput: naive baseline, processors, whole flow")
+    bench.add_argument("--config", type=Path, help="YAML config (processors, inference)")
+    bench.add_argument("-n", type=int, default=2000, help="messages for the processors")
+    bench.add_argument("--naive", type=int, default=200, help="messages for the naive baseline")
+    bench.add_argument("--flow", type=int, default=2000, help="items for the flow with models")
+    bench.add_argument("--overhead", type=int, default=100_000, help="items for the no-op flow")
+    bench.set_defaults(command=_bench)
+
     train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
     train.add_argument("--data", type=Path, default=None, help="folder with *_train.csv")
     train.add_argument("--out", type=Path, default=None, help="where to write the heads")
@@ -121,15 +132,25 @@ def _job_options(p: argparse.ArgumentParser) -> None:
         help="keep /metrics up this many seconds after the input ends",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--webhook-url", help="also POST alerts here (Alertmanager v4 format)")
+    p.add_argument(
+        "--webhook-secret",
+        default=os.environ.get("FINSENTRY_WEBHOOK_SECRET"),
+        help="HMAC-SHA256 secret for --webhook-url (default: $FINSENTRY_WEBHOOK_SECRET)",
+    )
 
 
 def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {
+    overrides: dict[str, Any] = {
         "sinks.alerts_path": args.alerts_out,
         "sinks.dead_letters_path": args.dead_letters_out,
         "sinks.windows_path": args.windows_out,
         "metrics.port": args.metrics_port,
     }
+    if args.webhook_url:
+        receiver = {"name": "cli", "url": args.webhook_url, "secret": args.webhook_secret}
+        overrides["webhook.receivers"] = [receiver]
+    return overrides
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -172,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         "kafka.exit_at_end": args.exit_at_end,
         "recovery.dir": args.recovery_dir,
         "recovery.snapshot_interval_seconds": args.snapshot_interval,
+        "sinks.state_dir": args.state_dir,
     }
     if args.input is not None:
         if not args.input.is_file():
@@ -208,7 +230,8 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     from flows.monitor import build_flow
     from flows.sinks.console import Progress
     from flows.sinks.observe import Observers
-    from flows.wiring import build_source, prepare_recovery
+    from flows.sinks.webhook import WebhookDelivery
+    from flows.wiring import build_outputs, build_source, prepare_recovery
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # kafka-python logs every failed reconnect; the Kafka metrics already tell that story.
@@ -225,25 +248,32 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     source = source or build_source(config, observers)
     if config.source.kind == "kafka":
         source.list_parts()  # fails now, with the broker's address, if none answers
-    flow = build_flow(config, source=source, observers=observers)
+    delivery = None
+    if config.webhook.receivers:
+        delivery = WebhookDelivery(config.webhook, observers.metrics.registry)
+    outputs = build_outputs(config, observers, delivery)
+    flow = build_flow(config, source=source, outputs=outputs, observers=observers)
     recovery = None
     if config.recovery.dir is not None:
         prepare_recovery(config.recovery.dir, config.recovery.partitions)
         recovery = RecoveryConfig(config.recovery.dir)
     started = time.monotonic()
-    cli_main(
-        flow,
-        workers_per_process=getattr(args, "workers", 1),
-        process_id=process_id,
-        addresses=addresses,
-        epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
-        recovery_config=recovery,
-    )
-    wall = time.monotonic() - started
-    _summary(observers, wall)
-    if args.linger > 0:
-        print(f"input ended; serving metrics for {args.linger:.0f} s more", flush=True)
-        time.sleep(args.linger)
+    try:
+        cli_main(
+            flow,
+            workers_per_process=getattr(args, "workers", 1),
+            process_id=process_id,
+            addresses=addresses,
+            epoch_interval=timedelta(seconds=config.recovery.snapshot_interval_seconds),
+            recovery_config=recovery,
+        )
+        _summary(observers, time.monotonic() - started)
+        if args.linger > 0:
+            print(f"input ended; serving metrics for {args.linger:.0f} s more", flush=True)
+            time.sleep(args.linger)
+    finally:
+        if delivery is not None:
+            delivery.close()  # what is still undelivered waits in the outbox
     return 0
 
 
@@ -323,6 +353,24 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from flows.bench import run_bench, table
+    from flows.config import load_config
+
+    config = load_config(args.config)
+    results = run_bench(
+        config,
+        n=args.n,
+        naive_n=args.naive,
+        flow_n=args.flow,
+        overhead_n=args.overhead,
+        progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
+    )
+    print(table(results), file=sys.stderr)
+    print(json.dumps(results))
+    return 0
+
+
 def _default_data_dir() -> Path:
     env = os.environ.get("FINSENTRY_DATA")
     if env:
@@ -335,12 +383,11 @@ def _default_data_dir() -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from processors.heads import DEFAULT_HEADS_PATH
     from processors.training import train_heads
 
-    from processors.models.default import DEFAULT_HEADS
-
     figures = train_heads(
-        args.data or _default_data_dir(), args.out or DEFAULT_HEADS, seed=args.seed
+        args.data or _default_data_dir(), args.out or DEFAULT_HEADS_PATH, seed=args.seed
     )
     print(json.dumps(figures, indent=2))
     return 0

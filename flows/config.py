@@ -16,6 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from flows.sinks.webhook import WebhookConfig
+
 ENV_PREFIX = "FINSENTRY_"
 
 
@@ -90,6 +92,12 @@ class WindowConfig(_Section):
     length_seconds: float = Field(300, gt=0)
     slide_seconds: float | None = Field(None, gt=0, description="sliding windows only")
     allowed_lateness_seconds: float = Field(30, ge=0)
+    reorder_seconds: float = Field(
+        5,
+        ge=0,
+        description="processing seconds by which items of parallel partitions and workers may "
+        "race: de-duplication and windows wait this long to see them in event order",
+    )
     align_to: datetime = datetime(2000, 1, 1, tzinfo=UTC)
 
     @model_validator(mode="after")
@@ -129,6 +137,11 @@ class SinksConfig(_Section):
     scored_path: Path | None = None
     windows_path: Path | None = None
     console: bool = True
+    state_dir: Path | None = Field(
+        None,
+        description="what sinks must remember across restarts (alerts already sent); "
+        "default: beside recovery.dir, as <recovery.dir>-state",
+    )
 
 
 class KafkaConfig(_Section):
@@ -178,6 +191,7 @@ class Config(_Section):
     sinks: SinksConfig = SinksConfig()
     kafka: KafkaConfig = KafkaConfig()
     recovery: RecoveryConfig = RecoveryConfig()
+    webhook: WebhookConfig = WebhookConfig()
     metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="after")
@@ -190,6 +204,17 @@ class Config(_Section):
             raise ValueError("kafka.brokers is required when a Kafka source or sink is used")
         if self.source.kind == "kafka" and not k.input_topics:
             raise ValueError("kafka.input_topics is required for a Kafka source")
+        return self
+
+    @model_validator(mode="after")
+    def _state_beside_recovery(self) -> Config:
+        # A resumed job emits again what followed its last snapshot; the state that
+        # lets sinks skip it must live as long as the snapshots do.
+        if self.sinks.state_dir is None and self.recovery.dir is not None:
+            recovery = self.recovery.dir.absolute()
+            self.sinks.state_dir = recovery.with_name(f"{recovery.name}-state")
+        if self.webhook.state_dir is None:
+            self.webhook.state_dir = self.sinks.state_dir
         return self
 
 

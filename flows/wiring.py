@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from flows.config import Config
 from flows.sinks.console import ConsoleAlertSink
 from flows.sinks.kafka import alert_sink, dead_letter_sink, scored_sink
 from flows.sinks.observe import Observers, ObserverSink
+from flows.sinks.webhook import WebhookDelivery, WebhookSink
 from flows.sources import RawRecord
 from flows.sources.demo import DemoSource, MarketDay, previous_weekday
 from flows.sources.file import JsonLinesSource
@@ -65,18 +67,25 @@ class Outputs:
     def attach(self, **streams: op.Stream[Any]) -> None:
         for name, stream in streams.items():
             for i, sink in enumerate(getattr(self, name)):
+                out = stream
                 if isinstance(sink, FixedPartitionedSink):
                     # File sinks write one partition, keyed; the line is the record's JSON.
-                    stream = op.map(f"{name}_json_{i}", stream, _json_line)
-                op.output(f"{name}_out_{i}", stream, sink)
+                    out = op.map(f"{name}_json_{i}", stream, _json_line)
+                op.output(f"{name}_out_{i}", out, sink)
 
 
 def _json_line(record: Any) -> tuple[str, str]:
     return "all", to_json(record).decode()
 
 
-def build_outputs(config: Config, observers: Observers) -> Outputs:
-    """Sinks named by the config, plus the observers (metrics, progress) at the edge."""
+def build_outputs(
+    config: Config, observers: Observers, delivery: WebhookDelivery | None = None
+) -> Outputs:
+    """Sinks named by the config, plus the observers (metrics, progress) at the edge.
+
+    `delivery` sends alerts to the configured webhooks; its owner closes it, after the
+    flow has ended, so that retries can go on while the process lingers.
+    """
     sinks = config.sinks
     outputs = Outputs(
         alerts=[ObserverSink(observers.on_alerts)],
@@ -93,9 +102,10 @@ def build_outputs(config: Config, observers: Observers) -> Outputs:
             path.parent.mkdir(parents=True, exist_ok=True)
             target.append(FileSink(path))
     k = config.kafka
+    remembering_alerts = partial(alert_sink, state_dir=sinks.state_dir)
     for topic, target, make in (
         (k.scored_topic, outputs.scored, scored_sink),
-        (k.alerts_topic, outputs.alerts, alert_sink),
+        (k.alerts_topic, outputs.alerts, remembering_alerts),
         (k.dead_letter_topic, outputs.dead_letters, dead_letter_sink),
     ):
         if topic is not None:
@@ -108,6 +118,8 @@ def build_outputs(config: Config, observers: Observers) -> Outputs:
                     metrics=observers.kafka,
                 )
             )
+    if delivery is not None:
+        outputs.alerts.append(WebhookSink(delivery))
     if sinks.console:
         outputs.alerts.append(ConsoleAlertSink())
     return outputs

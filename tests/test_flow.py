@@ -62,7 +62,9 @@ def test_a_surge_fires_exactly_one_alert_for_its_topic_then_resolves(surge_run: 
     assert firing.window.negative_share >= 0.5 and firing.window.n >= 20
     assert len(firing.window.evidence) == 5
     assert all(e.negative > 0.5 for e in firing.window.evidence)
-    surge_from, surge_to = MarketDay(DAY, minutes=180, surge_start=0.5, surge_minutes=30).surge_window()
+    surge_from, surge_to = MarketDay(
+        DAY, minutes=180, surge_start=0.5, surge_minutes=30
+    ).surge_window()
     assert surge_from - firing.window.end < firing.window.end - firing.window.start
     assert resolved.ends_at >= surge_to - (firing.window.end - firing.window.start)
 
@@ -95,9 +97,16 @@ def test_a_calm_stream_fires_nothing(default_chain: Chain) -> None:
 
 
 def test_file_source_with_bad_and_late_lines(tmp_path: Path, default_chain: Chain) -> None:
-    lines = list(generate(MarketDay(DAY, minutes=60, surge_rate=0.0, malformed_share=0.0, duplicate_share=0.0)))
-    late = b'{"id": "late-1", "text": "Oil prices steady ahead of OPEC+ meeting", "published_at": "2024-03-14T13:31:00Z"}'
-    bad = [b"{not json", b'{"text": ""}', b'{"text": "x", "published_at": "never"}', b"\xff\xfe"]
+    lines = list(
+        generate(
+            MarketDay(DAY, minutes=60, surge_rate=0.0, malformed_share=0.0, duplicate_share=0.0)
+        )
+    )
+    late = (
+        b'{"id": "late-1", "text": "Oil prices steady ahead of OPEC+ meeting",'
+        b' "published_at": "2024-03-14T13:31:00Z"}'
+    )
+    bad = [b"{not json", b'{"text": ""}', b'{"text": "x", "published_at": "never"}', b'{"text": "caf\xff"}']
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"\n".join([*lines, *bad, b"", late]) + b"\n")
     run = run_flow(JsonLinesSource(path, 128), default_chain)

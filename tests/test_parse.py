@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from processors.message import DeadLetter, Message
 from processors.parse import REASONS, Parser, stable_id
 
-NOW = datetime(2024, 3, 14, 15, 0, tzinfo=timezone.utc)
+NOW = datetime(2024, 3, 14, 15, 0, tzinfo=UTC)
 parser = Parser(max_text_chars=200)
 
 
@@ -34,7 +34,7 @@ def test_full_item_parses_into_the_envelope() -> None:
     assert msg.header.id == "r-1"
     assert msg.header.type == "item"
     assert msg.header.source == "reuters"
-    assert msg.header.published_at == datetime(2024, 3, 14, 13, 59, tzinfo=timezone.utc)
+    assert msg.header.published_at == datetime(2024, 3, 14, 13, 59, tzinfo=UTC)
     assert msg.header.ingested_at == NOW
     assert msg.body.text == "Oil slumps 5% as OPEC+ talks collapse"
     assert msg.body.tickers == ("XOM", "CVX")
@@ -48,7 +48,7 @@ def test_defaults_id_from_source_and_text_and_time_from_ingest() -> None:
     assert msg.header.id == parse(b'{"text": "Fed holds rates"}').header.id
     assert msg.header.published_at == NOW
     naive = parse(b'{"text": "x", "published_at": "2024-03-14T10:00:00"}')
-    assert naive.header.published_at == datetime(2024, 3, 14, 10, tzinfo=timezone.utc)
+    assert naive.header.published_at == datetime(2024, 3, 14, 10, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(

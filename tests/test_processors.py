@@ -64,7 +64,9 @@ def test_route_decides_which_messages_a_processor_takes() -> None:
     processor = ClassifyProcessor(
         "sentiment", "sentiment", [Member(Lexicon())], route=Route(langs=frozenset({"en"}))
     )
-    out = processor.process([message("Oil slumps", "a", lang="en"), message("Öl fällt", "b", lang="de")])
+    out = processor.process(
+        [message("Oil slumps", "a", lang="en"), message("Öl fällt", "b", lang="de")]
+    )
     assert out[0].result("sentiment") is not None
     assert out[1].result("sentiment") is None and out[1].header.route == ()
 
@@ -91,7 +93,9 @@ def test_merge_strategies_disagree_where_they_should() -> None:
 
 
 def test_chain_isolates_the_message_a_processor_cannot_handle() -> None:
-    chain = Chain([ClassifyProcessor("sentiment", "sentiment", [Member(Lexicon(explode_on="BOOM"))])])
+    chain = Chain(
+        [ClassifyProcessor("sentiment", "sentiment", [Member(Lexicon(explode_on="BOOM"))])]
+    )
     out = chain.process([message("Oil slumps", "a"), message("BOOM", "b"), message("Record", "c")])
     assert [m.header.id for m in out.scored] == ["a", "c"]
     assert all(m.header.type == "scored" for m in out.scored)
@@ -102,7 +106,11 @@ def test_chain_isolates_the_message_a_processor_cannot_handle() -> None:
 
 
 def test_label_projection_sums_and_rejects_unknown_labels() -> None:
-    m = label_projection(["neg", "NEG2", "pos"], ["negative", "positive"], {"neg": "negative", "neg2": "negative", "pos": "positive"})
+    m = label_projection(
+        ["neg", "NEG2", "pos"],
+        ["negative", "positive"],
+        {"neg": "negative", "neg2": "negative", "pos": "positive"},
+    )
     assert (np.array([[0.2, 0.3, 0.5]]) @ m).tolist() == [[0.5, 0.5]]
     with pytest.raises(ValueError, match="LABEL_1"):
         label_projection(["LABEL_0", "LABEL_1"], ["negative", "positive"], {"LABEL_0": "negative"})
@@ -127,7 +135,7 @@ def test_dedupe_memory_stays_bounded_over_a_long_stream() -> None:
     assert pickle.loads(pickle.dumps(dedupe)).seen == dedupe.seen
 
 
-def _scored(text: str, id: str, sentiment: str, negative: float, topic: str = "energy_oil"):  # noqa: A002
+def _scored(text: str, id: str, sentiment: str, negative: float, topic: str = "energy_oil"):
     from processors.message import Result
 
     return message(
@@ -174,7 +182,11 @@ def test_no_alert_during_warmup() -> None:
 def test_lifecycle_fires_once_holds_then_resolves_with_a_stable_fingerprint() -> None:
     monitor = TopicMonitor(EwmaDetector())
     negatives = [4, 5, 4, 4, 30, 36, 33, 20, 4, 5, 30]
-    events = [(i, e) for i, neg in enumerate(negatives) for e in monitor.update(window("energy_oil", 40, neg, i))]
+    events = [
+        (i, e)
+        for i, neg in enumerate(negatives)
+        for e in monitor.update(window("energy_oil", 40, neg, i))
+    ]
     assert [(i, e.status) for i, e in events] == [(4, "firing"), (8, "resolved"), (10, "firing")]
     firing, resolved = events[0][1], events[1][1]
     assert firing.fingerprint == resolved.fingerprint == fingerprint(ALERTNAME, "energy_oil")

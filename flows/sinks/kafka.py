@@ -4,12 +4,18 @@ Each `write_batch` ends with a flush and fails loudly if a record was not delive
 so Bytewax only advances past items the broker has acknowledged (correctness over
 latency). Idempotence stops a producer's own retries from writing duplicates; a broker
 that refuses it gets a plain `acks="all"` producer instead.
+
+A job resumed from a snapshot emits again what it emitted after that snapshot. For
+alerts that matters, so the alert sink keeps the ids it sent in a `SentLog` and
+skips them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -89,11 +95,52 @@ def ensure_topic(
     return True
 
 
+class SentLog:
+    """Ids of the items a sink has delivered, one SQLite table in the state directory.
+
+    An id is recorded after the broker acknowledged the record, so a crash between the
+    two sends that one record again on resume (duplicates over losses).
+    """
+
+    FILE = "kafka-sent.sqlite3"
+
+    def __init__(self, state_dir: Path, sink: str) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.sink = sink
+        self._db = sqlite3.connect(state_dir / self.FILE, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")  # workers and processes share the file
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sent (sink TEXT NOT NULL, event_id TEXT NOT NULL,"
+            " PRIMARY KEY (sink, event_id))"
+        )
+
+    def sent(self, ids: Iterable[str]) -> set[str]:
+        """Which of `ids` were delivered before."""
+        wanted = list(ids)
+        marks = ", ".join("?" * len(wanted))
+        found = self._db.execute(
+            f"SELECT event_id FROM sent WHERE sink = ? AND event_id IN ({marks})",
+            (self.sink, *wanted),
+        )
+        return {row[0] for row in found}
+
+    def add(self, ids: Iterable[str]) -> None:
+        self._db.executemany(
+            "INSERT OR IGNORE INTO sent (sink, event_id) VALUES (?, ?)",
+            [(self.sink, i) for i in ids],
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
 class KafkaSink(DynamicSink[X], Generic[X]):
     """Produce each item as one record: `value(item)`, and optionally key and headers.
 
     Every worker gets its own producer. A batch with undelivered records raises
     `KafkaDeliveryError` and counts in `finsentry_kafka_errors_total{kind="produce"}`.
+    With `once` (an item's id) and a `state_dir`, an item whose id was sent before is
+    skipped, across restarts.
     """
 
     def __init__(
@@ -104,15 +151,21 @@ class KafkaSink(DynamicSink[X], Generic[X]):
         value: Callable[[X], bytes],
         key: Callable[[X], Key] | None = None,
         headers: Callable[[X], Headers] | None = None,
+        once: Callable[[X], str] | None = None,
+        state_dir: Path | None = None,
         client_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 5.0,
         metrics: KafkaMetrics | None = None,
     ) -> None:
+        if (once is None) != (state_dir is None):
+            raise ValueError("`once` and `state_dir` go together: ids are kept in the state dir")
         self.brokers = list(brokers)
         self.topic = topic
         self.value = value
         self.key = key
         self.headers = headers
+        self.once = once
+        self.state_dir = state_dir
         self.options = check_client_options(client_options)
         self.connect_timeout = connect_timeout
         self.metrics = metrics or KafkaMetrics()
@@ -131,8 +184,25 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
         self._sink = sink
         self._client = f"sink:{sink.topic}"
         self._producer = sink.producer()
+        self._log = SentLog(sink.state_dir, f"kafka:{sink.topic}") if sink.state_dir else None
 
     def write_batch(self, items: list[X]) -> None:
+        once = self._sink.once
+        if once is None or self._log is None:
+            self._deliver(items)
+            return
+        ids = [once(item) for item in items]
+        skip = self._log.sent(ids)
+        fresh = []
+        for item, item_id in zip(items, ids, strict=True):
+            if item_id not in skip:
+                skip.add(item_id)
+                fresh.append(item)
+        self._deliver(fresh)
+        self._log.add(once(item) for item in fresh)
+
+    def _deliver(self, items: list[X]) -> None:
+        """Send `items`, falling back to a non-idempotent producer if the broker wants."""
         failed = self._send(items)
         if failed and self._producer.config["enable_idempotence"]:
             refused = [item for item, exc in failed if isinstance(exc, _IDEMPOTENCE_REFUSED)]
@@ -185,6 +255,8 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
     def close(self) -> None:
         self._producer.flush()
         self._producer.close()
+        if self._log is not None:
+            self._log.close()
 
 
 def scored_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[Message]:
@@ -192,9 +264,27 @@ def scored_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[Mes
     return KafkaSink(brokers, topic, value=to_json, key=lambda m: m.header.id, **options)
 
 
-def alert_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[AlertEvent]:
-    """Alert events, keyed by fingerprint so an alert's firing and resolved stay in order."""
-    return KafkaSink(brokers, topic, value=to_json, key=lambda a: a.fingerprint, **options)
+def alert_sink(
+    brokers: list[str], topic: str, state_dir: Path | None = None, **options: Any
+) -> KafkaSink[AlertEvent]:
+    """Alert events, keyed by fingerprint so an alert's firing and resolved stay in order.
+
+    With a `state_dir`, each event (`AlertEvent.event_id`) goes out once, across restarts.
+    """
+    once = _event_id if state_dir is not None else None
+    return KafkaSink(
+        brokers,
+        topic,
+        value=to_json,
+        key=lambda a: a.fingerprint,
+        once=once,
+        state_dir=state_dir,
+        **options,
+    )
+
+
+def _event_id(alert: AlertEvent) -> str:
+    return alert.event_id
 
 
 def dead_letter_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[DeadLetter]:

@@ -1,0 +1,252 @@
+"""`finsentry bench`: throughput of the naive baseline, the processors and the flow.
+
+All three run on the same generated headlines in one process, so their ratios are
+meaningful even on a noisy, shared machine:
+
+- naive: one Hugging Face `pipeline` call per message per task, as the usual examples do;
+- processors: finsentry's chain on batches (one encoder pass serves both heads);
+- flow: the whole Bytewax dataflow from a file, with the configured chain and with a
+  no-op processor (the pipeline's own cost: parsing, de-duplication, windows, metrics).
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flows.config import Config
+from flows.sources.demo import MarketDay, generate
+from processors.message import Message
+from processors.parse import Parser
+
+BENCH_DAY = date(2024, 3, 14)
+
+
+@dataclass(frozen=True)
+class Measure:
+    name: str
+    messages: int
+    seconds: float
+    batch_seconds: tuple[float, ...] = ()
+    batch_size: int | None = None
+    gpu_busy: float | None = None
+
+    def figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "messages": self.messages,
+            "seconds": round(self.seconds, 3),
+            "msgs_per_s": round(self.messages / self.seconds, 1) if self.seconds else None,
+        }
+        if self.batch_seconds:
+            ordered = sorted(self.batch_seconds)
+            out["batch_size"] = self.batch_size
+            out["batch_p50_s"] = round(statistics.median(ordered), 4)
+            out["batch_p99_s"] = round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 4)
+        if self.gpu_busy is not None:
+            out["gpu_busy"] = round(self.gpu_busy, 3)
+        return out
+
+
+def headlines(n: int, seed: int = 3) -> list[bytes]:
+    """`n` realistic JSON-lines items (a generated market day, as long as needed)."""
+    minutes = 390
+    rate = max(24.0, n / minutes * 1.05)
+    day = MarketDay(BENCH_DAY, minutes=minutes, rate=rate, seed=seed, malformed_share=0.0)
+    return list(generate(day))[:n]
+
+
+def messages_from(lines: Sequence[bytes]) -> list[Message]:
+    parser = Parser()
+    now = datetime.now(UTC)
+    return [
+        m
+        for m in (parser.parse(line, "bench", None, now) for line in lines)
+        if isinstance(m, Message)
+    ]
+
+
+class GpuSampler:
+    """Samples `torch.cuda.utilization()` while running; None on machines without CUDA."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        import torch
+
+        self.enabled = torch.cuda.is_available()
+        self.every = every
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> GpuSampler:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.enabled:
+            self._thread.join()
+
+    def _run(self) -> None:
+        import torch
+
+        while not self._stop.wait(self.every):
+            try:
+                self.samples.append(torch.cuda.utilization() / 100.0)
+            except Exception:
+                self.enabled = False
+                return
+
+    @property
+    def busy(self) -> float | None:
+        return float(np.mean(self.samples)) if self.enabled and self.samples else None
+
+
+def bench_processors(config: Config, messages: list[Message], batch_size: int) -> Measure:
+    from flows.steps import build_chain
+
+    chain = build_chain(config)
+    chain.process(messages[:batch_size])  # warm-up: first calls allocate and compile
+    batch_seconds = []
+    with GpuSampler() as gpu:
+        started = time.perf_counter()
+        for i in range(0, len(messages), batch_size):
+            t = time.perf_counter()
+            chain.process(messages[i : i + batch_size])
+            batch_seconds.append(time.perf_counter() - t)
+        total = time.perf_counter() - started
+    return Measure("processors", len(messages), total, tuple(batch_seconds), batch_size, gpu.busy)
+
+
+def bench_naive(config: Config, messages: list[Message]) -> Measure:
+    """The examples' way: a feature-extraction pipeline call per message, per task."""
+    import torch
+    from transformers import pipeline
+
+    from processors.encoder import default_model_dir, parse_pooling, pick_device, pool
+    from processors.heads import ClassifierHeads
+
+    heads = ClassifierHeads.load(config.processors[0].models[0].heads)
+    device = pick_device(config.inference.device)
+    extract = pipeline(
+        "feature-extraction", model=str(default_model_dir()), device=device, framework="pt"
+    )
+    parts = parse_pooling(heads.pooling)
+
+    def classify(text: str, task: str) -> str:
+        hidden = extract(text, return_tensors=True)  # [1, tokens, dim]
+        mask = torch.ones(hidden.shape[:2], dtype=torch.long)
+        probabilities = heads.predict(pool(hidden.to(torch.float32), mask, parts))[task]
+        return heads.labels[task][int(probabilities.argmax())]
+
+    classify(messages[0].body.text, "topic")  # warm-up
+    started = time.perf_counter()
+    for message in messages:
+        for task in ("topic", "sentiment"):
+            classify(message.body.text, task)
+    return Measure("naive", len(messages), time.perf_counter() - started)
+
+
+def bench_flow(name: str, config: Config, lines: Sequence[bytes]) -> Measure:
+    from bytewax.testing import run_main
+
+    from flows.metrics import counter_values
+    from flows.monitor import build_flow
+    from flows.sinks.observe import Observers
+    from flows.sources.file import JsonLinesSource
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.jsonl"
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        observers = Observers()
+        flow = build_flow(
+            config, source=JsonLinesSource(path, config.source.batch_size), observers=observers
+        )
+        started = time.perf_counter()
+        run_main(flow)
+        seconds = time.perf_counter() - started
+    read = int(sum(counter_values(observers.metrics.messages_in).values()))
+    return Measure(name, read, seconds)
+
+
+def run_bench(
+    config: Config,
+    n: int = 2000,
+    naive_n: int = 200,
+    flow_n: int = 2000,
+    overhead_n: int = 100_000,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> dict[str, Any]:
+    """All measures as one JSON-ready dict."""
+    import torch
+
+    from flows.config import ProcessorConfig
+
+    batch_size = config.inference.batch_size
+    lines = headlines(max(n, flow_n))
+    messages = messages_from(lines)
+    results: dict[str, Any] = {
+        "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        if config.inference.device == "auto"
+        else config.inference.device,
+        "dtype": "float32",
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": batch_size,
+        "max_tokens": config.inference.max_tokens,
+        "processors": [p.name for p in config.processors],
+    }
+    progress(f"naive baseline: {naive_n} messages, one pipeline call per message per task")
+    naive = bench_naive(config, messages[:naive_n])
+    results["naive"] = naive.figures()
+    progress(f"processors: {n} messages in batches of {batch_size}")
+    chain = bench_processors(config, messages[:n], batch_size)
+    results["processors"] = chain.figures()
+    results["speedup_vs_naive"] = round(
+        (chain.messages / chain.seconds) / (naive.messages / naive.seconds), 2
+    )
+    progress(f"whole flow, configured chain: {flow_n} items")
+    results["flow"] = bench_flow("flow", config, lines[:flow_n]).figures()
+    progress(f"whole flow, no-op processor: {overhead_n} items")
+    noop = config.model_copy(update={"processors": [ProcessorConfig(name="noop", kind="noop")]})
+    results["flow_noop"] = bench_flow("flow_noop", noop, headlines(overhead_n, seed=4)).figures()
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as a readable table."""
+    rows = [("measure", "messages", "seconds", "msgs/s", "batch p50 s", "batch p99 s")]
+    for key in ("naive", "processors", "flow", "flow_noop"):
+        f = results[key]
+        rows.append(
+            (
+                key,
+                f"{f['messages']:,}",
+                f"{f['seconds']:.2f}",
+                f"{f['msgs_per_s']:,.0f}",
+                str(f.get("batch_p50_s", "")),
+                str(f.get("batch_p99_s", "")),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(
+        f"device {results['device']}, dtype {results['dtype']}, {results['torch_threads']} torch "
+        f"threads, batch {results['batch_size']}; processors are "
+        f"{results['speedup_vs_naive']}x the naive baseline"
+        + (
+            f"; GPU busy {results['processors']['gpu_busy']:.0%}"
+            if "gpu_busy" in results["processors"]
+            else ""
+        )
+    )
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""One typed config: YAML, then environment, then flags; errors name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.config import ConfigError, load_config
+
+
+def test_defaults_are_the_default_chain_and_tumbling_windows() -> None:
+    config = load_config(env={})
+    assert [(p.name, p.task) for p in config.processors] == [
+        ("topic", "topic"),
+        ("sentiment", "sentiment"),
+    ]
+    assert config.window.kind == "tumbling" and config.window.step_seconds == 300
+    assert config.metrics.host == "127.0.0.1"
+
+
+def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "window: {kind: sliding, length_seconds: 900, slide_seconds: 300}\n"
+        "detector: {z_threshold: 4}\n"
+        "processors:\n"
+        "  - {name: tone, task: sentiment, merge: vote, models: [{model: default}, {model: x/y, weight: 2}]}\n"
+    )
+    env = {
+        "FINSENTRY_DETECTOR__MIN_COUNT": "50",
+        "FINSENTRY_WINDOW__LENGTH_SECONDS": "1200",
+        "OTHER": "1",
+    }
+    config = load_config(
+        path, env=env, overrides={"window.length_seconds": 600, "metrics.port": None}
+    )
+    assert config.window.kind == "sliding" and config.window.step_seconds == 300
+    assert config.window.length_seconds == 600  # flags win over the environment
+    assert config.detector.min_count == 50 and config.detector.z_threshold == 4
+    assert [m.weight for m in config.processors[0].models] == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "field"),
+    [
+        ("window: {length_seconds: 0}\n", {}, "window.length_seconds"),
+        ("window: {kind: sliding, length_seconds: 60}\n", {}, "window"),
+        ("detector: {share_floor: 1.5}\n", {}, "detector.share_floor"),
+        ("processors: [{name: p, task: mood}]\n", {}, "processors.0.task"),
+        ("sinks: {alert_path: a.jsonl}\n", {}, "sinks.alert_path"),
+        ("", {"FINSENTRY_DEDUPE__HORIZON_SECONDS": "soon"}, "dedupe.horizon_seconds"),
+        ("source: {kind: kafka}\n", {}, "kafka.brokers"),
+        ("kafka: {client_options: {sasl_password_typo: x}}\n", {}, "sasl_password_typo"),
+    ],
+)
+def test_invalid_config_names_the_field(
+    tmp_path: Path, text: str, env: dict[str, str], field: str
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_config(path, env=env)
+
+
+def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml", env={})
+    (tmp_path / "list.yaml").write_text("- a\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(tmp_path / "list.yaml", env={})
