@@ -18,6 +18,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "window.length_seconds": 600,
     # Template headlines repeat often; a wire repeating itself within a minute is a copy.
     "dedupe.horizon_seconds": 60,
+    # One generator, read in order by one worker: nothing to wait for to reorder.
+    "window.reorder_seconds": 0,
 }
 
 
@@ -106,14 +108,30 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
     train.add_argument("--data", type=Path, default=None, help="folder with *_train.csv")
-    train.add_argument("--out", type=Path, default=None, help="where to write the heads")
+    train.add_argument(
+        "--out", type=Path, default=None, help="heads file, or the directory for --fine-tune"
+    )
     train.add_argument("--seed", type=int, default=0)
+    tune = train.add_argument_group("fine-tuning the encoder too")
+    tune.add_argument("--fine-tune", action="store_true", help="train encoder and heads together")
+    tune.add_argument("--epochs", type=float, default=2.0, help="passes over the larger set")
+    tune.add_argument("--max-minutes", type=float, default=20.0, help="wall-clock budget")
     train.set_defaults(command=_train)
+
+    export = sub.add_parser("export-onnx", help="the default encoder as int8 ONNX for CPUs")
+    export.add_argument("--out", type=Path, default=None, help="directory (default: cache)")
+    export.add_argument("--encoder", type=Path, default=None, help="a fine-tuned encoder dir")
+    export.add_argument("--no-quantize", action="store_true", help="keep float32 weights")
+    export.add_argument("--data", type=Path, default=None, help="folder with *_valid.csv")
+    export.set_defaults(command=_export_onnx)
 
     ev = sub.add_parser("eval", help="accuracy and macro-F1 of the default model on a CSV")
     ev.add_argument("--task", choices=("topic", "sentiment"), required=True)
     ev.add_argument("--data", type=Path, required=True, help="CSV with columns text,label")
     ev.add_argument("--heads", type=Path, default=None, help="head weights (default: committed)")
+    ev.add_argument("--encoder", type=Path, default=None, help="a fine-tuned encoder directory")
+    ev.add_argument("--backend", choices=("torch", "onnx"), default="torch")
+    ev.add_argument("--onnx-path", type=Path, default=None, help="ONNX export (default: cache)")
     ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
     ev.set_defaults(command=_eval)
     return p
@@ -231,6 +249,7 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     from flows.sinks.console import Progress
     from flows.sinks.observe import Observers
     from flows.sinks.webhook import WebhookDelivery
+    from flows.steps import build_chain
     from flows.wiring import build_outputs, build_source, prepare_recovery
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -252,7 +271,9 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     if config.webhook.receivers:
         delivery = WebhookDelivery(config.webhook, observers.metrics.registry)
     outputs = build_outputs(config, observers, delivery)
-    flow = build_flow(config, source=source, outputs=outputs, observers=observers)
+    # Models load now, so a model that cannot be loaded fails the start, clearly.
+    chain = build_chain(config)
+    flow = build_flow(config, source=source, outputs=outputs, observers=observers, chain=chain)
     recovery = None
     if config.recovery.dir is not None:
         prepare_recovery(config.recovery.dir, config.recovery.partitions)
@@ -371,34 +392,58 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_data_dir() -> Path:
-    env = os.environ.get("FINSENTRY_DATA")
-    if env:
-        return Path(env)
-    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        candidate = base.parent / "shared" / "data" / "twitter-financial-news"
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError("no training data found: pass --data or set FINSENTRY_DATA")
-
-
 def _train(args: argparse.Namespace) -> int:
     from processors.heads import DEFAULT_HEADS_PATH
-    from processors.training import train_heads
+    from processors.training import find_data_dir, train_heads
 
-    figures = train_heads(
-        args.data or _default_data_dir(), args.out or DEFAULT_HEADS_PATH, seed=args.seed
-    )
+    data = args.data or find_data_dir()
+    if args.fine_tune:
+        from processors.finetune import DEFAULT_FINETUNED_DIR, fine_tune
+
+        figures = fine_tune(
+            data,
+            args.out or DEFAULT_FINETUNED_DIR,
+            epochs=args.epochs,
+            max_minutes=args.max_minutes,
+            seed=args.seed,
+            progress=lambda line: print(f"fine-tune: {line}", file=sys.stderr, flush=True),
+        )
+    else:
+        figures = train_heads(data, args.out or DEFAULT_HEADS_PATH, seed=args.seed)
     print(json.dumps(figures, indent=2))
     return 0
 
 
+def _export_onnx(args: argparse.Namespace) -> int:
+    from processors.onnx import accuracy_gate, check_gate, default_onnx_dir, export_onnx
+    from processors.training import find_data_dir
+
+    out = args.out or default_onnx_dir(args.encoder)
+    manifest = export_onnx(out, args.encoder, quantize=not args.no_quantize)
+    print(f"exported to {out}: {json.dumps(manifest)}", file=sys.stderr, flush=True)
+    if not args.no_quantize:
+        gate = accuracy_gate(out, args.data or find_data_dir(), encoder_dir=args.encoder)
+        print(json.dumps(gate))
+        check_gate(out)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
+    from processors.heads import ClassifierHeads, heads_path_for
+    from processors.models.default import DefaultModel
     from processors.training import evaluate
 
     if not args.data.is_file():
         raise FileNotFoundError(f"data file not found: {args.data}")
-    print(json.dumps(evaluate(args.task, args.data, heads_path=args.heads, limit=args.limit)))
+    heads = args.heads or heads_path_for(args.encoder)
+    model = DefaultModel(
+        heads,
+        max_tokens=ClassifierHeads.load(heads).max_tokens,  # truncate as in training
+        encoder=args.encoder,
+        backend=args.backend,
+        onnx_path=args.onnx_path,
+    )
+    print(json.dumps(evaluate(args.task, args.data, heads, model.encoder, args.limit)))
     return 0
 
 

@@ -50,11 +50,31 @@ class DedupeConfig(_Section):
     buckets: int = Field(16, gt=0, description="key space that spreads the work over workers")
 
 
+class ZeroShotConfig(_Section):
+    """An NLI model as a zero-shot classifier over the labels listed here (see README)."""
+
+    labels: dict[str, str] = Field(description="canonical label -> words for the hypothesis")
+    hypothesis: str = "This text is about {}."
+    multi_label: bool = Field(
+        False, description="judge each label on its own (entailment vs contradiction)"
+    )
+
+
 class ModelConfig(_Section):
     model: str = Field("default", description="'default', a Hugging Face hub id, or a path")
     weight: float = Field(1.0, gt=0)
     label_map: dict[str, str] | None = None
     heads: Path | None = Field(None, description="head weights for the default model")
+    encoder: Path | None = Field(
+        None, description="fine-tuned encoder directory for the default model (its heads too)"
+    )
+    zero_shot: ZeroShotConfig | None = None
+
+    @model_validator(mode="after")
+    def _options_fit_model(self) -> ModelConfig:
+        if self.zero_shot is not None and (self.model == "default" or self.label_map):
+            raise ValueError("zero_shot needs an NLI model and takes no label_map")
+        return self
 
 
 class RouteConfig(_Section):
@@ -82,9 +102,22 @@ def _default_chain() -> list[ProcessorConfig]:
 
 class InferenceConfig(_Section):
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on CUDA that has it, else float16; CPU float32"
+    )
     max_tokens: int = Field(128, gt=0)
-    batch_size: int = Field(256, gt=0)
+    max_batch_tokens: int | None = Field(
+        None, gt=0, description="padded tokens per micro-batch; default: 4096 CPU, 32768 CUDA"
+    )
+    batch_size: int = Field(256, gt=0, description="most texts in one micro-batch")
+    compile: bool = Field(False, description="torch.compile the models")
     threads: int | None = Field(None, gt=0, description="torch CPU threads; default: torch's")
+    backend: Literal["torch", "onnx"] = Field(
+        "torch", description="onnx: the default model's encoder on ONNX Runtime, int8, CPU"
+    )
+    onnx_path: Path | None = Field(
+        None, description="the ONNX export; default: in ~/.cache/finsentry, made on first use"
+    )
 
 
 class WindowConfig(_Section):

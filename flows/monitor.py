@@ -18,7 +18,7 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators.windowing import EventClock, SlidingWindower, fold_window
+from bytewax.operators.windowing import SlidingWindower, fold_window
 
 from flows.config import Config, load_config
 from flows.sinks.observe import Observers
@@ -26,6 +26,7 @@ from flows.sources import RawRecord
 from flows.steps import (
     Detect,
     ParseStep,
+    ReorderingClock,
     ScoreStep,
     WindowCloser,
     dedupe_builder,
@@ -57,24 +58,25 @@ def build_flow(
     messages: op.Stream[Message] = valid.trues
     rejected: op.Stream[DeadLetter] = valid.falses
 
+    w = config.window
+    grace = timedelta(seconds=w.reorder_seconds)
     fresh = messages
     if config.dedupe.enabled:
         horizon = timedelta(seconds=config.dedupe.horizon_seconds)
         for name, key in (("id", id_key), ("text", text_key)):
-            fresh = _dedupe(fresh, name, key, horizon, config.dedupe.buckets, observers)
+            fresh = _dedupe(fresh, name, key, horizon, grace, config.dedupe.buckets, observers)
 
     scored_or_failed = op.flat_map_batch("score", fresh, ScoreStep(config, observers, chain))
     scored_split = op.branch("scored", scored_or_failed, lambda x: isinstance(x, Message))
     scored: op.Stream[Message] = scored_split.trues
 
     by_topic = op.key_on("key_topic", op.map("observe", scored, observe), lambda o: o.topic)
-    w = config.window
     step = timedelta(seconds=w.step_seconds)
     length = timedelta(seconds=w.length_seconds)
     windowed = fold_window(
         "window",
         by_topic,
-        EventClock(lambda o: o.published_at, timedelta(seconds=w.allowed_lateness_seconds)),
+        ReorderingClock(timedelta(seconds=w.allowed_lateness_seconds), grace),
         SlidingWindower(length=length, offset=step, align_to=w.align_to),
         WindowAccumulator,
         WindowAccumulator.add,
@@ -102,14 +104,14 @@ def _dedupe(
     name: str,
     key: Any,
     horizon: timedelta,
+    grace: timedelta,
     buckets: int,
     observers: Observers,
 ) -> op.Stream[Message]:
     """Drop repeats by `key`; keyed by a hash bucket so the state spreads over workers."""
     keyed = op.key_on(f"bucket_{name}", messages, lambda m: str(zlib.crc32(key(m)) % buckets))
-    tagged = op.key_rm(
-        f"untag_{name}", op.stateful_batch(f"dedupe_{name}", keyed, dedupe_builder(key, horizon))
-    )
+    logic = dedupe_builder(key, horizon, grace)
+    tagged = op.key_rm(f"untag_{name}", op.stateful_batch(f"dedupe_{name}", keyed, logic))
     split = op.branch(f"new_{name}", tagged, lambda t: t[0])
     op.inspect(
         f"count_dup_{name}",

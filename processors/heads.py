@@ -22,6 +22,14 @@ from processors.labels import LABELS
 
 FORMAT = "finsentry-heads/1"
 DEFAULT_HEADS_PATH = Path(__file__).resolve().parent / "weights" / "default_heads.safetensors"
+# A fine-tuned encoder directory keeps the heads trained with it under this name.
+FINETUNED_HEADS = "heads.safetensors"
+MIN_SCALE = 1e-4  # a feature spread this narrow in training is taken as constant
+
+
+def heads_path_for(encoder_dir: str | Path | None) -> Path:
+    """The heads trained with an encoder: beside a fine-tuned one, else the committed ones."""
+    return Path(encoder_dir) / FINETUNED_HEADS if encoder_dir else DEFAULT_HEADS_PATH
 
 
 class TaskHead(torch.nn.Module):
@@ -44,9 +52,15 @@ class TaskHead(torch.nn.Module):
         self.net = torch.nn.Sequential(*layers)
 
     def set_standardisation(self, features: torch.Tensor) -> None:
-        """Fix the input shift/scale from training features, so training is well conditioned."""
+        """Fix the input shift/scale from training features, so training is well conditioned.
+
+        A few MiniLM dimensions are constant: dividing by their zero spread would turn
+        any later change in them (fine-tuning, int8, fp16) into a huge input, so they
+        keep unit scale.
+        """
+        std = features.std(0)
         self.shift.copy_(features.mean(0))
-        self.scale.copy_(features.std(0) + 1e-6)
+        self.scale.copy_(torch.where(std > MIN_SCALE, std, torch.ones_like(std)))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net((features - self.shift) / self.scale)

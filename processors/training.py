@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from processors.encoder import SentenceEncoder
+from processors.encoder import MODEL_ID, SentenceEncoder
 from processors.heads import DEFAULT_HEADS_PATH, ClassifierHeads
 from processors.labels import DATASET_LABELS, LABELS
 
@@ -26,6 +26,19 @@ log = logging.getLogger(__name__)
 
 TASKS: tuple[str, ...] = ("topic", "sentiment")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "finsentry" / "features"
+
+
+def find_data_dir() -> Path:
+    """The twitter-financial-news CSVs: $FINSENTRY_DATA, else `../shared/data` beside the
+    working directory or the checkout."""
+    env = os.environ.get("FINSENTRY_DATA")
+    if env:
+        return Path(env)
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = base.parent / "shared" / "data" / "twitter-financial-news"
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("no training data found: pass --data or set FINSENTRY_DATA")
 
 
 def load_csv(path: str | Path, task: str | None = None) -> tuple[list[str], list[str]]:
@@ -81,9 +94,11 @@ def features_for(
 
     The key covers everything that changes the features: file content, model,
     pooling, truncation. A partial read (`limit`) uses a full cache but never
-    writes one. `cache_dir=None` disables caching.
+    writes one. `cache_dir=None` disables caching, as does any encoder but the packaged one.
     """
     csv_path = Path(csv_path)
+    if encoder.model_id != MODEL_ID:  # only the packaged weights are known never to change
+        cache_dir = None
     if texts is None:
         texts, _ = load_csv(csv_path)
     texts = texts[:limit] if limit is not None else texts

@@ -25,7 +25,8 @@ def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
         "window: {kind: sliding, length_seconds: 900, slide_seconds: 300}\n"
         "detector: {z_threshold: 4}\n"
         "processors:\n"
-        "  - {name: tone, task: sentiment, merge: vote, models: [{model: default}, {model: x/y, weight: 2}]}\n"
+        "  - {name: tone, task: sentiment, merge: vote,\n"
+        "     models: [{model: default}, {model: x/y, weight: 2}]}\n"
     )
     env = {
         "FINSENTRY_DETECTOR__MIN_COUNT": "50",

@@ -8,6 +8,12 @@ a topic are picked up on the next start.
 
 A broker that cannot be reached at start fails the job at once (`KafkaUnavailable`);
 one lost while running is retried with exponential backoff, never a crash.
+
+While a partition is behind its broker (a backfill, or catching up after a restart),
+each call returns a full batch, waiting briefly for a fetch in flight rather than
+coming back short. Partitions read side by side so stay in step: one that came back
+empty would stay a whole batch behind the others for the rest of the backfill, out of
+event order by more than `window.reorder_seconds` can put back.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any, Literal
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -47,6 +54,7 @@ CLIENT_OPTIONS: frozenset[str] = frozenset(
 _BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
 _BACKOFF_MAX = 30.0
 _IDLE_WAIT = 0.05  # between polls of an idle partition; bounds the added latency
+_FILL_WAIT = 0.2  # the longest a partition that is behind waits to fill its batch
 _PROBE_EVERY = 2.0  # how often an idle partition checks that its broker still answers
 _PROBE_TIMEOUT_MS = 1000  # short: a probe of a lost broker stalls the worker this long
 
@@ -221,14 +229,13 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
         if self._end is not None and self._next >= self._end:
             raise StopIteration
         try:
-            polled = self._consumer.poll(timeout_ms=0, max_records=self._batch_size)
+            records = self._fill()
         except OffsetOutOfRangeError:
             self._restart_from_earliest()
             return []
         except KafkaError:
             self._failed("fetch")
             return []
-        records = polled.get(self._tp, [])
         if not records:
             self._idle()
             return []
@@ -251,6 +258,34 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _fill(self) -> list[ConsumerRecord]:
+        """Up to a batch of records; while behind the broker, a full one if it comes soon."""
+        records = self._poll(0, self._batch_size)
+        deadline = time.monotonic() + _FILL_WAIT
+        while len(records) < self._batch_size and self._behind():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                more = self._poll(left, self._batch_size - len(records))
+            except KafkaError:
+                if not records:
+                    raise
+                break  # keep what was read; the error comes back on the next call
+            if not more:
+                break
+            records += more
+        return records
+
+    def _poll(self, timeout: float, max_records: int) -> list[ConsumerRecord]:
+        polled = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return polled.get(self._tp, [])
+
+    def _behind(self) -> bool:
+        """Whether the broker holds records of this partition that were not read yet."""
+        end = self._end if self._end is not None else self._consumer.highwater(self._tp)
+        return end is not None and self._consumer.position(self._tp) < end
 
     def _idle(self) -> None:
         """Nothing buffered: wait a little, and every few seconds check the broker answers."""

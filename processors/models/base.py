@@ -17,3 +17,7 @@ class Model(ABC):
     @abstractmethod
     def predict(self, task: str, texts: Sequence[str]) -> np.ndarray:
         """Rows: texts in order; columns: `LABELS[task]` in order; rows sum to 1."""
+
+
+class ModelLoadError(ValueError):
+    """A configured model that cannot be loaded, or whose labels cannot be mapped."""

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from processors.encoder import SentenceEncoder
-from processors.heads import ClassifierHeads
+from processors.heads import ClassifierHeads, heads_path_for
 from processors.models.base import Model
+
+if TYPE_CHECKING:
+    from processors.onnx import OnnxEncoder
 
 
 class DefaultModel(Model):
@@ -28,21 +32,51 @@ class DefaultModel(Model):
         device: str = "auto",
         max_tokens: int = 128,
         batch_size: int = 256,
+        *,
+        dtype: str = "auto",
+        max_batch_tokens: int | None = None,
+        compile: bool = False,
+        encoder: str | Path | None = None,
+        backend: str = "torch",
+        onnx_path: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
-        self.heads = ClassifierHeads.load(heads_path)  # None: the committed default
+        # None: the committed heads, or those trained with a fine-tuned `encoder`.
+        self.heads = ClassifierHeads.load(heads_path or heads_path_for(encoder))
         # The encoder must pool features exactly as they were pooled for training.
-        self.encoder = SentenceEncoder(
-            device=device,
-            max_tokens=max_tokens,
-            batch_size=batch_size,
-            pooling=self.heads.pooling,
-        )
+        self.encoder: SentenceEncoder | OnnxEncoder
+        if backend == "onnx":  # CPU only: ONNX Runtime, int8 weights
+            from processors.onnx import load_onnx_encoder
+
+            self.encoder = load_onnx_encoder(
+                onnx_path,
+                encoder,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                pooling=self.heads.pooling,
+                num_threads=threads,
+                max_batch_tokens=max_batch_tokens,
+            )
+        else:
+            self.encoder = SentenceEncoder(
+                encoder,
+                device=device,
+                max_tokens=max_tokens,
+                batch_size=batch_size,
+                pooling=self.heads.pooling,
+                dtype=dtype,
+                max_batch_tokens=max_batch_tokens,
+                compile=compile,
+            )
         self._latest: dict[str, dict[str, np.ndarray]] = {}
 
     def predict(self, task: str, texts: Sequence[str]) -> np.ndarray:
-        if any(text not in self._latest for text in texts):
-            self._latest = self._run(texts)
-        return np.stack([self._latest[text][task] for text in texts])
+        # A local reference: workers of one process share this model, and another
+        # worker's pass may replace `_latest` while this one reads.
+        latest = self._latest
+        if any(text not in latest for text in texts):
+            latest = self._latest = self._run(texts)
+        return np.stack([latest[text][task] for text in texts])
 
     def _run(self, texts: Sequence[str]) -> dict[str, dict[str, np.ndarray]]:
         features = self.encoder.encode(list(texts))
