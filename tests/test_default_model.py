@@ -40,7 +40,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def encoder() -> SentenceEncoder:
-    return SentenceEncoder(batch_size=4)
+    return SentenceEncoder(batch_size=64)
 
 
 @pytest.fixture(scope="module")

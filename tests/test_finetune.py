@@ -66,5 +66,5 @@ def test_a_tiny_fine_tune_stops_on_time_and_serves_through_the_config(tmp_path: 
     for scored in result.scored:
         assert [r.task for r in scored.trailer] == ["topic", "sentiment"]
         for r in scored.trailer:
-            assert sum(r.scores.values()) == pytest.approx(1.0, abs=1e-5)
+            assert sum(r.scores.values()) == pytest.approx(1.0, abs=1e-3)
             assert r.label == max(r.scores, key=r.scores.__getitem__)
