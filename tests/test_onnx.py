@@ -23,7 +23,7 @@ from processors.onnx import (
     export_onnx,
     load_onnx_encoder,
 )
-from processors.training import find_data_dir, load_csv
+from processors.training import find_data_dir, label_ids, load_csv
 from tests.helpers import message
 
 pytestmark = pytest.mark.slow
@@ -37,13 +37,14 @@ def export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     return out, time.monotonic() - started
 
 
-def _valid_slice(per_task: int) -> list[str]:
-    """Rows spread over each validation file: the files are grouped by label."""
-    texts: list[str] = []
+def _valid_slice(per_task: int) -> dict[str, tuple[list[str], list[str]]]:
+    """Rows spread over each validation file (the files are grouped by label)."""
+    out = {}
     for task in ("topic", "sentiment"):
-        rows, _ = load_csv(find_data_dir() / f"{task}_valid.csv")
-        texts += rows[:: len(rows) // per_task][:per_task]
-    return texts
+        texts, names = load_csv(find_data_dir() / f"{task}_valid.csv")
+        step = len(texts) // per_task
+        out[task] = (texts[::step][:per_task], names[::step][:per_task])
+    return out
 
 
 def test_export_is_small_quick_and_complete(export: tuple[Path, float]) -> None:
@@ -58,19 +59,25 @@ def test_export_is_small_quick_and_complete(export: tuple[Path, float]) -> None:
 
 
 def test_int8_agrees_with_fp32_on_a_valid_slice(export: tuple[Path, float]) -> None:
+    # Activations are quantised per micro-batch, so labels near a boundary can flip
+    # either way: measured on these rows, 91-94% of topics and 97% of sentiments agree,
+    # at equal accuracy (on the full validation sets: -0.0 and -0.4 points).
     heads = ClassifierHeads.load()
-    texts = _valid_slice(100)
-    fp32 = heads.predict(SentenceEncoder(device="cpu", pooling=heads.pooling).encode(texts))
-    onnx = OnnxEncoder(export[0], pooling=heads.pooling, batch_size=7)
-    int8 = heads.predict(onnx.encode(texts))
-    for task in ("topic", "sentiment"):
-        assert torch.allclose(int8[task].sum(-1), torch.ones(len(texts)), atol=1e-5)
-        agree = (int8[task].argmax(-1) == fp32[task].argmax(-1)).float().mean().item()
-        # int8 moves the argmax of some near-ties (~5% of topic rows on 100 valid
-        # rows); the accuracy gate below is what decides whether int8 is offered.
-        assert agree >= 0.9, (task, agree)
-        assert (int8[task] - fp32[task]).abs().mean().item() < 0.03
-    assert onnx.encode([]).shape == (0, heads.dim)
+    torch_encoder = SentenceEncoder(device="cpu", pooling=heads.pooling)
+    onnx_encoder = OnnxEncoder(export[0], pooling=heads.pooling, batch_size=7)
+    for task, (texts, names) in _valid_slice(100).items():
+        truth = torch.from_numpy(label_ids(task, names))
+        fp32 = heads.predict(torch_encoder.encode(texts))[task]
+        int8 = heads.predict(onnx_encoder.encode(texts))[task]
+        assert torch.allclose(int8.sum(-1), torch.ones(len(texts)), atol=1e-5)
+        assert (int8.argmax(-1) == fp32.argmax(-1)).float().mean().item() >= 0.9, task
+        assert (int8 - fp32).abs().mean().item() < 0.03, task
+        accuracy = {
+            name: (p.argmax(-1) == truth).float().mean().item()
+            for name, p in (("fp32", fp32), ("int8", int8))
+        }
+        assert abs(accuracy["int8"] - accuracy["fp32"]) <= 0.05, (task, accuracy)
+    assert onnx_encoder.encode([]).shape == (0, heads.dim)
 
 
 def test_the_gate_records_both_backends_and_guards_the_int8_export(
