@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--naive", type=int, default=200, help="messages for the naive baseline")
     bench.add_argument("--flow", type=int, default=2000, help="items for the flow with models")
     bench.add_argument("--overhead", type=int, default=100_000, help="items for the no-op flow")
+    bench.add_argument(
+        "--int8",
+        action="store_true",
+        help="also time the processors on the int8 ONNX backend (exported on first use)",
+    )
     bench.set_defaults(command=_bench)
 
     train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
@@ -116,6 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--fine-tune", action="store_true", help="train encoder and heads together")
     tune.add_argument("--epochs", type=float, default=2.0, help="passes over the larger set")
     tune.add_argument("--max-minutes", type=float, default=20.0, help="wall-clock budget")
+    tune.add_argument(
+        "--balance",
+        type=float,
+        default=0.0,
+        help="class weights: frequency ** -BALANCE (0 plain, 0.5 milder, 1 balanced)",
+    )
     train.set_defaults(command=_train)
 
     export = sub.add_parser("export-onnx", help="the default encoder as int8 ONNX for CPUs")
@@ -246,6 +257,7 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
 
     from flows.metrics import Metrics
     from flows.monitor import build_flow
+    from flows.runtime import tune_garbage_collector
     from flows.sinks.console import Progress
     from flows.sinks.observe import Observers
     from flows.sinks.webhook import WebhookDelivery
@@ -278,6 +290,7 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
     if config.recovery.dir is not None:
         prepare_recovery(config.recovery.dir, config.recovery.partitions)
         recovery = RecoveryConfig(config.recovery.dir)
+    tune_garbage_collector()
     started = time.monotonic()
     try:
         cli_main(
@@ -385,6 +398,7 @@ def _bench(args: argparse.Namespace) -> int:
         naive_n=args.naive,
         flow_n=args.flow,
         overhead_n=args.overhead,
+        int8=args.int8,
         progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
     )
     print(table(results), file=sys.stderr)
@@ -405,6 +419,7 @@ def _train(args: argparse.Namespace) -> int:
             args.out or DEFAULT_FINETUNED_DIR,
             epochs=args.epochs,
             max_minutes=args.max_minutes,
+            balance=args.balance,
             seed=args.seed,
             progress=lambda line: print(f"fine-tune: {line}", file=sys.stderr, flush=True),
         )

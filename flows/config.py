@@ -29,6 +29,12 @@ class SourceConfig(_Section):
     kind: Literal["demo", "file", "kafka"] = "demo"
     path: Path | None = None
     batch_size: int = Field(256, gt=0, description="items per source batch")
+    batch_wait_seconds: float = Field(
+        0.1,
+        ge=0,
+        description="time budget of a Kafka batch: once it has a first item, the longest it "
+        "waits to fill up to `batch_size` (0: what is there)",
+    )
     demo_seed: int = 7
     demo_surge_topic: str = "energy_oil"
 

@@ -107,7 +107,8 @@ class Metrics:
         )
         self.end_to_end = Histogram(
             "finsentry_end_to_end_latency_seconds",
-            "From reading an item to its scored message leaving the processor chain.",
+            "From reading a source batch to its scored messages leaving the processor chain "
+            "(one observation per source batch: its items share that latency).",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -135,15 +136,9 @@ class Metrics:
         for report in reports:
             self.batch_size.labels(report.processor).observe(report.size)
             self.processor_latency.labels(report.processor).observe(report.seconds)
-        pairs: Counter[tuple[str, str]] = Counter()
-        for message in messages:
-            topic = message.result("topic")
-            sentiment = message.result("sentiment")
-            pairs[
-                (topic.label if topic else "unclassified", sentiment.label if sentiment else "none")
-            ] += 1
-            self.end_to_end.observe(now - message.header.ingested_at.timestamp())
-        for (topic, sentiment), n in pairs.items():
+        for read_at in {message.header.ingested_at for message in messages}:
+            self.end_to_end.observe(now - read_at.timestamp())
+        for (topic, sentiment), n in Counter(map(_labels, messages)).items():
             self.classified.labels(topic, sentiment).inc(n)
 
     def observe_window(self, window: TopicWindow) -> None:
@@ -157,6 +152,12 @@ class Metrics:
         topic = alert.labels["topic"]
         self.alerts.labels(topic, alert.status).inc()
         self.alerts_firing.labels(topic).set(1 if alert.status == "firing" else 0)
+
+
+def _labels(message: Message) -> tuple[str, str]:
+    topic = message.result("topic")
+    sentiment = message.result("sentiment")
+    return topic.label if topic else "unclassified", sentiment.label if sentiment else "none"
 
 
 def counter_values(metric: PromCounter | Gauge) -> dict[tuple[str, ...], float]:

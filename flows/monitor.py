@@ -11,32 +11,30 @@ Run it with `finsentry run --config FILE` or `python -m bytewax.run flows.monito
 from __future__ import annotations
 
 import os
-import zlib
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.operators.windowing import SlidingWindower, fold_window
 
 from flows.config import Config, load_config
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
 from flows.steps import (
     Detect,
+    KeyByBucket,
     ParseStep,
-    ReorderingClock,
     ScoreStep,
-    WindowCloser,
     dedupe_builder,
-    late_letter,
+    window_builder,
 )
 from flows.wiring import Outputs, build_outputs, build_source
 from processors.chain import Chain
 from processors.dedupe import id_key, text_key
-from processors.message import DeadLetter, Message
-from processors.window import UNCLASSIFIED, WindowAccumulator, observe
+from processors.message import DeadLetter, Message, TopicWindow
+from processors.window import UNCLASSIFIED, observe
 
 
 def build_flow(
@@ -58,11 +56,10 @@ def build_flow(
     messages: op.Stream[Message] = valid.trues
     rejected: op.Stream[DeadLetter] = valid.falses
 
-    w = config.window
-    grace = timedelta(seconds=w.reorder_seconds)
     fresh = messages
     if config.dedupe.enabled:
         horizon = timedelta(seconds=config.dedupe.horizon_seconds)
+        grace = timedelta(seconds=config.window.reorder_seconds)
         for name, key in (("id", id_key), ("text", text_key)):
             fresh = _dedupe(fresh, name, key, horizon, grace, config.dedupe.buckets, observers)
 
@@ -71,23 +68,14 @@ def build_flow(
     scored: op.Stream[Message] = scored_split.trues
 
     by_topic = op.key_on("key_topic", op.map("observe", scored, observe), lambda o: o.topic)
-    step = timedelta(seconds=w.step_seconds)
-    length = timedelta(seconds=w.length_seconds)
-    windowed = fold_window(
-        "window",
-        by_topic,
-        ReorderingClock(timedelta(seconds=w.allowed_lateness_seconds), grace),
-        SlidingWindower(length=length, offset=step, align_to=w.align_to),
-        WindowAccumulator,
-        WindowAccumulator.add,
-        WindowAccumulator.merge,
-    )
-    windows = op.map("close_window", windowed.down, WindowCloser(w.align_to, step, length))
+    windowed = op.stateful_batch("window", by_topic, window_builder(config.window))
+    closed_or_late = op.branch("closed", windowed, lambda kv: isinstance(kv[1], TopicWindow))
+    windows = closed_or_late.trues
     classified = op.filter("classified", windows, lambda kv: kv[0] != UNCLASSIFIED)
     alerts = op.key_rm(
         "alerts", op.stateful_flat_map("detect", classified, Detect(config.detector))
     )
-    late = op.map("late", windowed.late, late_letter)
+    late = op.key_rm("late", closed_or_late.falses)
 
     dead_letters = op.merge("dead_letters", rejected, scored_split.falses, late)
     outputs.attach(
@@ -102,23 +90,17 @@ def build_flow(
 def _dedupe(
     messages: op.Stream[Message],
     name: str,
-    key: Any,
+    key: Callable[[Message], bytes],
     horizon: timedelta,
     grace: timedelta,
     buckets: int,
     observers: Observers,
 ) -> op.Stream[Message]:
     """Drop repeats by `key`; keyed by a hash bucket so the state spreads over workers."""
-    keyed = op.key_on(f"bucket_{name}", messages, lambda m: str(zlib.crc32(key(m)) % buckets))
-    logic = dedupe_builder(key, horizon, grace)
-    tagged = op.key_rm(f"untag_{name}", op.stateful_batch(f"dedupe_{name}", keyed, logic))
-    split = op.branch(f"new_{name}", tagged, lambda t: t[0])
-    op.inspect(
-        f"count_dup_{name}",
-        split.falses,
-        lambda _step, _t: observers.metrics.observe_duplicates(name, 1),
-    )
-    return op.map(f"unwrap_{name}", split.trues, lambda t: t[1])
+    keyed = op.flat_map_batch(f"bucket_{name}", messages, KeyByBucket(key, buckets))
+    count = partial(observers.metrics.observe_duplicates, name)
+    fresh = op.stateful_batch(f"dedupe_{name}", keyed, dedupe_builder(horizon, grace, count))
+    return op.key_rm(f"unkey_{name}", fresh)
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -6,15 +6,13 @@ architecture diagram and these can be tested with plain lists.
 
 from __future__ import annotations
 
-import copy
-import heapq
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from time import time
 
 from bytewax.operators import StatefulBatchLogic
-from bytewax.operators.windowing import UTC_MAX, Clock, ClockLogic
 
 from flows.config import (
     Config,
@@ -22,6 +20,7 @@ from flows.config import (
     InferenceConfig,
     ModelConfig,
     ProcessorConfig,
+    WindowConfig,
 )
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
@@ -31,12 +30,12 @@ from processors.chain import Chain
 from processors.classify import ClassifyProcessor, Member
 from processors.dedupe import Deduplicator
 from processors.detectors import DETECTORS
-from processors.frontier import EARLIEST, Frontier
+from processors.frontier import ReorderBuffer
 from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
 from processors.models import Model, ModelLoadError
 from processors.noop import NoOpProcessor
 from processors.parse import Parser
-from processors.window import Observation, WindowAccumulator
+from processors.window import Observation, TopicWindows
 
 
 class ParseStep:
@@ -57,123 +56,131 @@ class ParseStep:
         return out
 
 
+Keyed = tuple[datetime, bytes, Message]  # (event time, de-duplication key, message)
+
+
+class KeyByBucket:
+    """Messages -> (bucket, (event time, key, message)): the key is computed once, and
+    the bucket, from it, spreads the de-duplication state over workers."""
+
+    def __init__(self, key: Callable[[Message], bytes], buckets: int) -> None:
+        self.key = key
+        self.names = [str(bucket) for bucket in range(buckets)]
+
+    def __call__(self, batch: list[Message]) -> list[tuple[str, Keyed]]:
+        names, n = self.names, len(self.names)
+        keyed = [(self.key(m), m) for m in batch]
+        return [(names[zlib.crc32(k) % n], (m.header.published_at, k, m)) for k, m in keyed]
+
+
 @dataclass
 class DedupeState:
-    """A bucket's de-duplicator, with the items it holds back until they are in order."""
+    """A bucket's de-duplicator, and the items it holds back until they are in order."""
 
     dedupe: Deduplicator
-    frontier: Frontier
-    # (event time, id, arrival number, message): a heap; ties go by arrival.
-    pending: list[tuple[datetime, str, int, Message]] = field(default_factory=list)
-    arrivals: int = 0
+    held: ReorderBuffer[Keyed]
 
 
-class DedupeLogic(StatefulBatchLogic[Message, tuple[bool, Message], DedupeState]):
-    """Tags each message (is_new, message), taking a bucket's messages in event order.
+class DedupeLogic(StatefulBatchLogic[Keyed, Message, DedupeState]):
+    """Passes on the first of each repeat, taking a bucket's messages in event order.
 
     Which copy of a repeat survives, and which keys are pruned, depend on the order
     messages are seen; messages wait here until the bucket's frontier, `grace` behind,
     has passed them, so parallel partitions and workers cannot change the outcome.
+    Repeats are counted, by `on_repeats`, and dropped.
     """
 
-    def __init__(self, state: DedupeState) -> None:
+    def __init__(self, state: DedupeState, on_repeats: Callable[[int], None]) -> None:
         self.state = state
+        self.on_repeats = on_repeats
 
-    def on_batch(self, values: list[Message]) -> tuple[Iterable[tuple[bool, Message]], bool]:
+    def on_batch(self, values: list[Keyed]) -> tuple[list[Message], bool]:
         now = datetime.now(UTC)
-        s = self.state
-        for m in values:
-            s.frontier.observe(m.header.published_at, now)
-            heapq.heappush(s.pending, (m.header.published_at, m.header.id, s.arrivals, m))
-            s.arrivals += 1
-        return self._release(s.frontier.at(now)), StatefulBatchLogic.RETAIN
+        held = self.state.held
+        held.add(values, now)
+        return self._fresh(held.release(now)), StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[Iterable[tuple[bool, Message]], bool]:
-        return self._release(self.state.frontier.at(datetime.now(UTC))), StatefulBatchLogic.RETAIN
+    def on_notify(self) -> tuple[list[Message], bool]:
+        return self._fresh(self.state.held.release(datetime.now(UTC))), StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[tuple[bool, Message]], bool]:
-        return self._release(UTC_MAX), StatefulBatchLogic.RETAIN
+    def on_eof(self) -> tuple[list[Message], bool]:
+        return self._fresh(self.state.held.release_all()), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        pending = self.state.pending
-        return self.state.frontier.due(pending[0][0]) if pending else None
+        return self.state.held.due()
 
     def snapshot(self) -> DedupeState:
-        s = self.state
-        # Messages are immutable: the heap's entries need no copies.
-        return DedupeState(
-            copy.deepcopy(s.dedupe), copy.deepcopy(s.frontier), list(s.pending), s.arrivals
-        )
+        return DedupeState(self.state.dedupe.copy(), self.state.held.copy())
 
-    def _release(self, upto: datetime) -> list[tuple[bool, Message]]:
-        s = self.state
-        out = []
-        while s.pending and s.pending[0][0] <= upto:
-            m = heapq.heappop(s.pending)[3]
-            out.append((s.dedupe.is_new(m), m))
-        return out
+    def _fresh(self, keyed: list[Keyed]) -> list[Message]:
+        fresh = self.state.dedupe.fresh(keyed)
+        self.on_repeats(len(keyed) - len(fresh))
+        return fresh
 
 
 def dedupe_builder(
-    key: Callable[[Message], bytes], horizon: timedelta, grace: timedelta
+    horizon: timedelta, grace: timedelta, on_repeats: Callable[[int], None]
 ) -> Callable[[DedupeState | None], DedupeLogic]:
     def build(resumed: DedupeState | None) -> DedupeLogic:
         if resumed is None:
-            return DedupeLogic(DedupeState(Deduplicator(key, horizon), Frontier(grace)))
-        resumed.frontier.resumed(datetime.now(UTC))
-        return DedupeLogic(resumed)
+            return DedupeLogic(DedupeState(Deduplicator(horizon), ReorderBuffer(grace)), on_repeats)
+        resumed.held.resumed(datetime.now(UTC))
+        return DedupeLogic(resumed, on_repeats)
 
     return build
 
 
-@dataclass(frozen=True)
-class ReorderingClock(Clock[Observation, Frontier]):
-    """Event time, with the watermark `lateness` behind the key's lagged `Frontier`.
+class WindowLogic(StatefulBatchLogic[Observation, TopicWindow | DeadLetter, TopicWindows]):
+    """A topic's event-time windows: closed windows out, and late items as dead letters."""
 
-    Bytewax's `EventClock` marks late whatever is `lateness` behind the newest item
-    seen so far, so items racing through parallel partitions or workers were dropped
-    as late, and after a restart the downtime counted as elapsed time. Here an item is
-    late only once its window closed `grace` seconds of processing ago.
-    """
+    def __init__(self, windows: TopicWindows) -> None:
+        self.windows = windows
 
-    lateness: timedelta
-    grace: timedelta
-
-    def build(self, resume_state: Frontier | None) -> ClockLogic[Observation, Frontier]:
+    def on_batch(self, values: list[Observation]) -> tuple[list[TopicWindow | DeadLetter], bool]:
         now = datetime.now(UTC)
-        frontier = resume_state.resumed(now) if resume_state else Frontier(self.grace)
-        return _ReorderingClockLogic(frontier, self.lateness, now)
+        closed, late = self.windows.add(values, now)
+        return [*closed, *(late_letter(o, now) for o in late)], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
+        return list(self.windows.advance(datetime.now(UTC))), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
+        return list(self.windows.close_upto(None)), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self.windows.due()
+
+    def snapshot(self) -> TopicWindows:
+        return self.windows.copy()
 
 
-class _ReorderingClockLogic(ClockLogic[Observation, Frontier]):
-    def __init__(self, frontier: Frontier, lateness: timedelta, now: datetime) -> None:
-        self.frontier = frontier
-        self.lateness = lateness
-        self.now = now
+def window_builder(config: WindowConfig) -> Callable[[TopicWindows | None], WindowLogic]:
+    def build(resumed: TopicWindows | None) -> WindowLogic:
+        if resumed is None:
+            return WindowLogic(
+                TopicWindows(
+                    config.align_to,
+                    length=timedelta(seconds=config.length_seconds),
+                    step=timedelta(seconds=config.step_seconds),
+                    lateness=timedelta(seconds=config.allowed_lateness_seconds),
+                    grace=timedelta(seconds=config.reorder_seconds),
+                )
+            )
+        return WindowLogic(resumed.resumed(datetime.now(UTC)))
 
-    def before_batch(self) -> None:
-        self.now = datetime.now(UTC)
+    return build
 
-    def on_item(self, value: Observation) -> tuple[datetime, datetime]:
-        self.frontier.observe(value.published_at, self.now)
-        return value.published_at, self._watermark()
 
-    def on_notify(self) -> datetime:
-        self.before_batch()
-        return self._watermark()
-
-    def on_eof(self) -> datetime:
-        return UTC_MAX
-
-    def to_system_utc(self, timestamp: datetime) -> datetime | None:
-        return self.frontier.due(timestamp + self.lateness)
-
-    def snapshot(self) -> Frontier:
-        return copy.deepcopy(self.frontier)
-
-    def _watermark(self) -> datetime:
-        frontier = self.frontier.at(self.now)
-        return frontier if frontier == EARLIEST else frontier - self.lateness
+def late_letter(late: Observation, now: datetime) -> DeadLetter:
+    """An observation that arrived after its window closed, as a dead letter."""
+    return DeadLetter(
+        reason="late",
+        detail=f"event time {late.published_at.isoformat()} is behind the {late.topic} watermark",
+        payload=late.text,
+        source=late.topic,
+        position=late.id,
+        at=now,
+    )
 
 
 def build_model(spec: ModelConfig, task: str, inference: InferenceConfig) -> Model:
@@ -273,33 +280,6 @@ class ScoreStep:
 
 def _event_time(message: Message) -> datetime:
     return message.header.published_at
-
-
-def late_letter(item: tuple[str, tuple[int, Observation]]) -> DeadLetter:
-    """An observation that arrived after its window closed, as a dead letter."""
-    topic, (_window_id, late) = item
-    return DeadLetter(
-        reason="late",
-        detail=f"event time {late.published_at.isoformat()} is behind the {topic} watermark",
-        payload=late.text,
-        source=topic,
-        position=late.id,
-        at=datetime.now(UTC),
-    )
-
-
-@dataclass(frozen=True)
-class WindowCloser:
-    """Turns Bytewax's (topic, (window id, accumulator)) into a `TopicWindow`."""
-
-    align_to: datetime
-    step: timedelta
-    length: timedelta
-
-    def __call__(self, item: tuple[str, tuple[int, WindowAccumulator]]) -> tuple[str, TopicWindow]:
-        topic, (window_id, accumulator) = item
-        start = self.align_to + self.step * window_id
-        return topic, accumulator.close(topic, start, start + self.length)
 
 
 @dataclass(frozen=True)

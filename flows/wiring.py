@@ -37,6 +37,7 @@ def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
             k.input_topics,
             starting_offset=k.starting_offset,
             batch_size=source.batch_size,
+            batch_wait=source.batch_wait_seconds,
             exit_at_end=k.exit_at_end,
             client_options=k.client_options,
             connect_timeout=k.connect_timeout_seconds,

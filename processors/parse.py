@@ -31,7 +31,7 @@ REASONS: tuple[str, ...] = (
 )
 
 
-class _Item(msgspec.Struct):
+class _Item(msgspec.Struct, gc=False):
     text: str
     id: str | None = None
     source: str | None = None

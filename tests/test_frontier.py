@@ -1,11 +1,14 @@
-"""The lagged event-time frontier that de-duplication and windows order items by."""
+"""The lagged event-time frontier that de-duplication and windows order items by, and
+the buffer that holds items until it has passed them."""
 
 from __future__ import annotations
 
 import pickle
+import random
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
-from processors.frontier import EARLIEST, Frontier
+from processors.frontier import EARLIEST, Frontier, ReorderBuffer
 
 T = datetime(2024, 3, 14, 14, tzinfo=UTC)  # event time
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # system time
@@ -65,3 +68,44 @@ def test_many_items_keep_the_history_short() -> None:
         f.at(s(i / 10_000))
     assert len(f._steps) <= 70
     assert m(49) < f.at(s(10)) <= m(100)
+
+
+def test_the_reorder_buffer_lets_items_of_racing_paths_go_in_event_order() -> None:
+    rng = random.Random(2)
+    # Three paths, each in event order, interleaved at random, with ties across paths.
+    paths = [[(m(rng.randrange(600) / 10), f"{p}-{i}") for i in range(200)] for p in range(3)]
+    for path in paths:
+        path.sort()
+    arrivals = []
+    while any(paths):
+        path = rng.choice([p for p in paths if p])
+        arrivals.append(path.pop(0))
+    b: ReorderBuffer[tuple[datetime, str]] = ReorderBuffer(GRACE)
+    released = []
+    for i in range(0, len(arrivals), 7):
+        b.add(arrivals[i : i + 7], s(i / 100))
+        released += b.release(s(i / 100))
+    assert len(b) + len(released) == len(arrivals)
+    held, snapshot = len(b), b.copy()
+    released += b.release_all()
+    assert len(b) == 0 and held > 0 and len(snapshot) == held  # a snapshot stays as it was
+    times = [at for at, _ in released]
+    assert times == sorted(times)
+    # Ties keep their arrival order.
+    order = {entry: n for n, entry in enumerate(arrivals)}
+    for earlier, later in pairwise(released):
+        if earlier[0] == later[0]:
+            assert order[earlier] < order[later]
+
+
+def test_the_reorder_buffer_holds_items_a_grace_period_and_survives_a_snapshot() -> None:
+    b: ReorderBuffer[tuple[datetime, str]] = ReorderBuffer(GRACE)
+    assert b.due() is None
+    b.add([(m(1), "b"), (m(0), "a")], s(0))
+    assert b.due() == s(5)
+    assert b.release(s(4)) == []
+    restored = pickle.loads(pickle.dumps(b.copy())).resumed(s(100))
+    assert [name for _, name in b.release(s(5))] == ["a", "b"]
+    # Seen 4 s before the snapshot, so due 1 s after the restart: the downtime does not count.
+    assert restored.release(s(100.9)) == []
+    assert [name for _, name in restored.release(s(101))] == ["a", "b"]

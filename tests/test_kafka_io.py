@@ -6,6 +6,7 @@ end offsets are skipped on Tansu with the reason.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -140,6 +141,30 @@ def test_resumes_exactly_after_the_snapshot(broker: Broker, topic: str) -> None:
     second.close()
     assert tail[0].position == str(state)
     assert [r.payload for r in head + tail] == values(sent, 0)
+
+
+def test_a_batch_waits_its_time_budget_for_more_records(broker: Broker, topic: str) -> None:
+    ensure_topic([broker.address], topic, partitions=1)
+    first = [b"first %d" % i for i in range(3)]
+    produce(broker, topic, [(0, value) for value in first])
+    patient = source(broker, topic, batch_size=100, batch_wait=2.0).build_part(
+        "in", f"{topic}/0", None
+    )
+    later = threading.Timer(0.5, produce, (broker, topic, [(0, b"later")]))
+    later.start()
+    batch: list[RawRecord] = []
+    while not batch:  # the first calls may find nothing fetched yet
+        wait_awake(patient)
+        batch = patient.next_batch()
+    later.join()
+    patient.close()
+    # Not full, so the batch waited and took in the record that came half a second later.
+    assert [r.payload for r in batch] == [*first, b"later"]
+    eager = source(broker, topic, batch_size=100, batch_wait=0).build_part("in", f"{topic}/0", None)
+    started = time.monotonic()
+    assert [r.payload for r in drain(eager, 4)] == [*first, b"later"]
+    assert time.monotonic() - started < 2.0  # without a budget, nothing waits to fill
+    eager.close()
 
 
 def test_exit_at_end_stops_at_the_end_found_at_start(broker: Broker, topic: str) -> None:

@@ -51,6 +51,9 @@ class MarketDay:
     duplicate_share: float = 0.01
     malformed_share: float = 0.002
     seed: int = 7
+    # Templates repeat, so most generated texts recur within an hour and de-duplication
+    # drops them; distinct texts (a serial appended) make a stream like a real feed's.
+    distinct_texts: bool = False
 
     @property
     def opens_at(self) -> datetime:
@@ -102,6 +105,8 @@ def generate(day: MarketDay) -> Iterator[bytes]:
             yield json.dumps(repeat).encode()
             continue
         item = _item(rng, serial, at, topic, sentiment)
+        if day.distinct_texts:
+            item["text"] = f"{item['text']} (#{serial})"
         recent = [*recent[-50:], item]
         yield json.dumps(item).encode()
 

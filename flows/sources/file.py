@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import islice
 from pathlib import Path
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -18,18 +19,16 @@ class _LinesPartition(StatefulSourcePartition[RawRecord, tuple[int, int]]):
         self._file.seek(offset)
 
     def next_batch(self) -> list[RawRecord]:
-        batch: list[RawRecord] = []
-        while len(batch) < self._batch_size:
-            line = self._file.readline()
-            if not line:
-                if not batch:
-                    raise StopIteration
-                break
-            self._line += 1
-            line = line.rstrip(b"\r\n")
-            if line.strip():  # blank lines carry no item
-                batch.append(RawRecord(line, self._origin, str(self._line)))
-        return batch
+        lines = list(islice(self._file, self._batch_size))
+        if not lines:
+            raise StopIteration
+        first, self._line = self._line + 1, self._line + len(lines)
+        origin = self._origin
+        return [
+            RawRecord(line.rstrip(b"\r\n"), origin, str(number))
+            for number, line in enumerate(lines, first)
+            if not line.isspace()  # blank lines carry no item
+        ]
 
     def snapshot(self) -> tuple[int, int]:
         return self._file.tell(), self._line

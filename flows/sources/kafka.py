@@ -54,7 +54,6 @@ CLIENT_OPTIONS: frozenset[str] = frozenset(
 _BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
 _BACKOFF_MAX = 30.0
 _IDLE_WAIT = 0.05  # between polls of an idle partition; bounds the added latency
-_FILL_WAIT = 0.2  # the longest a partition that is behind waits to fill its batch
 _PROBE_EVERY = 2.0  # how often an idle partition checks that its broker still answers
 _PROBE_TIMEOUT_MS = 1000  # short: a probe of a lost broker stalls the worker this long
 
@@ -134,6 +133,8 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
     `starting_offset` applies only when there is no snapshot. With `exit_at_end`, each
     partition stops at the end offset found when it was built, so windows close and
     the job exits (a backfill). `client_options` passes SASL/SSL settings to kafka-python.
+    A batch goes on when it has `batch_size` records or, once it has a first one, when
+    `batch_wait` seconds have passed: big batches for the models, bounded latency.
     """
 
     def __init__(
@@ -143,6 +144,7 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
         *,
         starting_offset: StartingOffset = "earliest",
         batch_size: int = 256,
+        batch_wait: float = 0.1,
         exit_at_end: bool = False,
         client_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 5.0,
@@ -152,12 +154,15 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
             raise ValueError(f"starting_offset must be 'earliest' or 'latest': {starting_offset!r}")
         if batch_size <= 0:
             raise ValueError("batch_size must be positive")
+        if batch_wait < 0:
+            raise ValueError("batch_wait must not be negative")
         if not brokers or not topics:
             raise ValueError("a Kafka source needs at least one broker and one topic")
         self.brokers = list(brokers)
         self.topics = list(topics)
         self.starting_offset = starting_offset
         self.batch_size = batch_size
+        self.batch_wait = batch_wait
         self.exit_at_end = exit_at_end
         self.options = check_client_options(client_options)
         self.connect_timeout = connect_timeout
@@ -199,13 +204,15 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
 
 
 class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
-    """Reads one topic-partition; never blocks, backs off while the broker is away."""
+    """Reads one topic-partition; waits at most a batch's time budget, backs off while
+    the broker is away."""
 
     def __init__(self, source: KafkaSource, tp: TopicPartition, resume_state: int | None) -> None:
         self._tp = tp
         self._origin = f"kafka:{tp.topic}/{tp.partition}"
         self._metrics = source.metrics
         self._batch_size = source.batch_size
+        self._batch_wait = source.batch_wait
         timeout_ms = int(source.connect_timeout * 1000)
         self._consumer = source.consumer()
         with unavailable_as(source.brokers, source.connect_timeout):
@@ -260,10 +267,10 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
         self._consumer.close()
 
     def _fill(self) -> list[ConsumerRecord]:
-        """Up to a batch of records; while behind the broker, a full one if it comes soon."""
+        """What is there, then more until the batch is full or its time budget is spent."""
         records = self._poll(0, self._batch_size)
-        deadline = time.monotonic() + _FILL_WAIT
-        while len(records) < self._batch_size and self._behind():
+        deadline = time.monotonic() + self._batch_wait
+        while records and len(records) < self._batch_size:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
@@ -281,11 +288,6 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
     def _poll(self, timeout: float, max_records: int) -> list[ConsumerRecord]:
         polled = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
         return polled.get(self._tp, [])
-
-    def _behind(self) -> bool:
-        """Whether the broker holds records of this partition that were not read yet."""
-        end = self._end if self._end is not None else self._consumer.highwater(self._tp)
-        return end is not None and self._consumer.position(self._tp) < end
 
     def _idle(self) -> None:
         """Nothing buffered: wait a little, and every few seconds check the broker answers."""
