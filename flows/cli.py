@@ -109,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also time the processors on the int8 ONNX backend (exported on first use)",
     )
+    bench.add_argument("--repeat", type=int, default=3, help="runs of the no-op flow (median)")
     bench.set_defaults(command=_bench)
 
     train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
@@ -399,6 +400,7 @@ def _bench(args: argparse.Namespace) -> int:
         flow_n=args.flow,
         overhead_n=args.overhead,
         int8=args.int8,
+        repeat=args.repeat,
         progress=lambda line: print(f"bench: {line}", file=sys.stderr, flush=True),
     )
     print(table(results), file=sys.stderr)

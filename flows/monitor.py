@@ -28,13 +28,15 @@ from flows.steps import (
     ParseStep,
     ScoreStep,
     dedupe_builder,
+    observe_by_topic,
+    values_of,
     window_builder,
 )
 from flows.wiring import Outputs, build_outputs, build_source
 from processors.chain import Chain
 from processors.dedupe import id_key, text_key
 from processors.message import DeadLetter, Message, TopicWindow
-from processors.window import UNCLASSIFIED, observe
+from processors.window import UNCLASSIFIED
 
 
 def build_flow(
@@ -67,7 +69,7 @@ def build_flow(
     scored_split = op.branch("scored", scored_or_failed, lambda x: isinstance(x, Message))
     scored: op.Stream[Message] = scored_split.trues
 
-    by_topic = op.key_on("key_topic", op.map("observe", scored, observe), lambda o: o.topic)
+    by_topic = op.flat_map_batch("observe", scored, observe_by_topic)
     windowed = op.stateful_batch("window", by_topic, window_builder(config.window))
     closed_or_late = op.branch("closed", windowed, lambda kv: isinstance(kv[1], TopicWindow))
     windows = closed_or_late.trues
@@ -100,7 +102,7 @@ def _dedupe(
     keyed = op.flat_map_batch(f"bucket_{name}", messages, KeyByBucket(key, buckets))
     count = partial(observers.metrics.observe_duplicates, name)
     fresh = op.stateful_batch(f"dedupe_{name}", keyed, dedupe_builder(horizon, grace, count))
-    return op.key_rm(f"unkey_{name}", fresh)
+    return op.flat_map_batch(f"unkey_{name}", fresh, values_of)
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -10,7 +10,9 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from time import time
+from typing import TypeVar
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -35,7 +37,9 @@ from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
 from processors.models import Model, ModelLoadError
 from processors.noop import NoOpProcessor
 from processors.parse import Parser
-from processors.window import Observation, TopicWindows
+from processors.window import Observation, TopicWindows, observe
+
+X = TypeVar("X")
 
 
 class ParseStep:
@@ -171,6 +175,16 @@ def window_builder(config: WindowConfig) -> Callable[[TopicWindows | None], Wind
     return build
 
 
+def values_of(batch: list[tuple[str, X]]) -> list[X]:
+    """`op.key_rm` a batch at a time: one call per batch, not one per item."""
+    return [value for _, value in batch]
+
+
+def observe_by_topic(batch: list[Message]) -> list[tuple[str, Observation]]:
+    """Scored messages -> (topic, the window's view of each), a batch at a time."""
+    return [(o.topic, o) for o in map(observe, batch)]
+
+
 def late_letter(late: Observation, now: datetime) -> DeadLetter:
     """An observation that arrived after its window closed, as a dead letter."""
     return DeadLetter(
@@ -278,8 +292,7 @@ class ScoreStep:
         return out
 
 
-def _event_time(message: Message) -> datetime:
-    return message.header.published_at
+_event_time = attrgetter("header.published_at")
 
 
 @dataclass(frozen=True)
