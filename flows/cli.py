@@ -125,8 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument(
         "--balance",
         type=float,
-        default=0.0,
-        help="class weights: frequency ** -BALANCE (0 plain, 0.5 milder, 1 balanced)",
+        default=0.5,
+        help="class weights: frequency ** -BALANCE (0: none, 1: balanced; default 0.5)",
     )
     train.set_defaults(command=_train)
 
