@@ -5,7 +5,9 @@ side by side, workers exchanging items), so they arrive out of event order by as
 as the slowest path lags the fastest. In a backfill that lag is a fraction of a second
 of processing but hours of event time. Judging order against the frontier as it was
 `grace` seconds ago, instead of now, puts such items back in order and keeps them from
-being late, as long as the paths differ by less than `grace`.
+being late, as long as the paths differ by less than `grace`. `Frontier` is that
+judgement; `ReorderBuffer` holds items until it has passed them (de-duplication), and
+windows take their watermark from it.
 """
 
 from __future__ import annotations
