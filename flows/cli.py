@@ -258,7 +258,7 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
 
     from flows.metrics import Metrics
     from flows.monitor import build_flow
-    from flows.runtime import tune_garbage_collector
+    from flows.runtime import trim_freed_memory_every, tune_garbage_collector
     from flows.sinks.console import Progress
     from flows.sinks.observe import Observers
     from flows.sinks.webhook import WebhookDelivery
@@ -292,6 +292,7 @@ def _execute(config: Any, args: argparse.Namespace, source: Any) -> int:
         prepare_recovery(config.recovery.dir, config.recovery.partitions)
         recovery = RecoveryConfig(config.recovery.dir)
     tune_garbage_collector()
+    trim_freed_memory_every()
     started = time.monotonic()
     try:
         cli_main(

@@ -161,7 +161,9 @@ class ReorderBuffer(Generic[E]):
         held, first = self._held, self._first
         cut = len(held) if upto is None else bisect_right(held, upto, lo=first, key=_event_time)
         out = held[first:cut]
-        if cut > 1024 and 2 * cut > len(held):  # drop the released head now and then
+        if 2 * cut > len(held):
+            # Drop the released head once it is the larger part: amortised O(1) an item,
+            # and released entries never keep more messages alive than are held.
             del held[:cut]
             cut = 0
         self._first = cut
