@@ -256,7 +256,7 @@ def run_bench(
     naive = bench_naive(config, messages[:naive_n])
     results["naive"] = naive.figures()
     progress(f"processors: {n} messages in batches of {batch_size}")
-    chain = bench_processors(config, messages[:n], batch_size)
+    chain = bench_processors(config, messages, batch_size)
     results["processors"] = chain.figures()
     results["speedup_vs_naive"] = round(
         (chain.messages / chain.seconds) / (naive.messages / naive.seconds), 2
@@ -266,7 +266,7 @@ def run_bench(
         onnx = config.model_copy(
             update={"inference": config.inference.model_copy(update={"backend": "onnx"})}
         )
-        quantised = bench_processors(onnx, messages[:n], batch_size)
+        quantised = bench_processors(onnx, messages, batch_size)
         results["processors_int8"] = quantised.figures()
         results["int8_speedup_vs_fp32"] = round(chain.seconds / quantised.seconds, 2)
     progress(f"whole flow, configured chain: {flow_n} items")

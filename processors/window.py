@@ -176,7 +176,7 @@ class TopicWindows:
         hi = lo + self.step
         windows = []
         for window_id in range(last - math.ceil(self.length / self.step) + 1, last + 1):
-            end = self._start(window_id) + self.length
+            end = self._end(window_id)
             if end <= at:
                 lo = max(lo, end)
                 continue
@@ -196,7 +196,7 @@ class TopicWindows:
         closing = sorted(
             window_id
             for window_id in self.open
-            if watermark is None or self._start(window_id) + self.length <= watermark
+            if watermark is None or self._end(window_id) <= watermark
         )
         return [self._close(window_id) for window_id in closing]
 
@@ -204,8 +204,7 @@ class TopicWindows:
         """The system time at which the next window closes; None with none open."""
         if not self.open:
             return None
-        end = self._start(min(self.open)) + self.length
-        return self.frontier.due(end + self.lateness)
+        return self.frontier.due(self._end(min(self.open)) + self.lateness)
 
     def resumed(self, now: datetime) -> TopicWindows:
         """These windows restored from a snapshot: the downtime is taken out."""
@@ -217,11 +216,14 @@ class TopicWindows:
         return copy.deepcopy(self)
 
     def _close(self, window_id: int) -> TopicWindow:
-        start = self._start(window_id)
-        return self.open.pop(window_id).close(self.topic, start, start + self.length)
+        window = self.open.pop(window_id)
+        return window.close(self.topic, self._start(window_id), self._end(window_id))
 
     def _start(self, window_id: int) -> datetime:
         return self.align_to + self.step * window_id
+
+    def _end(self, window_id: int) -> datetime:
+        return self._start(window_id) + self.length
 
     def _watermark(self, now: datetime) -> datetime:
         frontier = self.frontier.at(now)
