@@ -75,7 +75,10 @@ class Parser:
         except msgspec.ValidationError as exc:
             return self._dead(raw, origin, position, now, _reason(str(exc)), str(exc))
         except msgspec.DecodeError as exc:
-            return self._dead(raw, origin, position, now, "invalid_json", str(exc))
+            # msgspec < 0.23 raised UnicodeDecodeError for bad UTF-8; newer releases
+            # report it as a DecodeError, so the bytes are checked on this error path.
+            reason = "invalid_json" if _is_utf8(raw) else "not_utf8"
+            return self._dead(raw, origin, position, now, reason, str(exc))
 
         text = item.text.strip()
         if not text:
@@ -133,6 +136,14 @@ class Parser:
     ) -> DeadLetter:
         payload = raw.decode("utf-8", errors="replace")
         return DeadLetter(reason, detail, payload, origin, position, now)
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _reason(validation_error: str) -> str:

@@ -282,5 +282,6 @@ def test_dockerfiles_pass_hadolint(dockerfile: str) -> None:
 
 def test_cpu_image_takes_torch_from_the_cpu_index() -> None:
     text = (DOCKER / "Dockerfile").read_text()
-    assert "ARG TORCH_VERSION=2.13.0" in text
-    assert "--index-url https://download.pytorch.org/whl/cpu" in text
+    # The lock pins torch==2.13.0+cpu by its hash (tests/test_lock.py): only this index has it.
+    assert "--require-hashes" in text and "-r requirements.lock" in text
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in text
