@@ -28,8 +28,8 @@ import numpy as np
 
 from flows.config import Config
 from flows.sources.demo import MarketDay, generate
-from processors.message import Message
-from processors.parse import Parser
+from processors.envelope.message import Message
+from processors.envelope.parse import Parser
 
 BENCH_DAY = date(2024, 3, 14)
 WARM_UP_SEED = 97
@@ -136,7 +136,7 @@ class GpuSampler:
 
 
 def bench_processors(config: Config, messages: list[Message], batch_size: int) -> Measure:
-    from flows.steps import build_chain
+    from flows.models import build_chain
 
     chain = build_chain(config)
     # Warm-up (first calls allocate and compile) on other texts: the default model keeps
@@ -160,8 +160,8 @@ def bench_naive(config: Config, messages: list[Message]) -> Measure:
     import torch
     from transformers import pipeline
 
-    from processors.encoder import default_model_dir, parse_pooling, pick_device, pool
-    from processors.heads import ClassifierHeads
+    from processors.models.encoder import default_model_dir, parse_pooling, pick_device, pool
+    from processors.models.heads import ClassifierHeads
 
     heads = ClassifierHeads.load(config.processors[0].models[0].heads)
     device = pick_device(config.inference.device)
@@ -200,24 +200,22 @@ def _seconds(measure: Measure) -> float:
 def _run_flow(name: str, config: Config, lines: Sequence[bytes]) -> Measure:
     from bytewax.testing import run_main
 
+    from flows.job import assemble
     from flows.metrics import counter_values
-    from flows.monitor import build_flow
     from flows.runtime import tune_garbage_collector
-    from flows.sinks.observe import Observers
-    from flows.sources.file import JsonLinesSource
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.jsonl"
         path.write_bytes(b"\n".join(lines) + b"\n")
-        observers = Observers()
-        flow = build_flow(
-            config, source=JsonLinesSource(path, config.source.batch_size), observers=observers
-        )
+        source = config.source.model_copy(update={"kind": "file", "path": path})
+        # The models load in the flow, on its first batch, as part of what is timed.
+        job = assemble(config.model_copy(update={"source": source}), load_models=False)
         tune_garbage_collector()
         started, cpu = time.perf_counter(), time.process_time()
-        run_main(flow)
+        run_main(job.flow)
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
-    m = observers.metrics
+        job.close()
+    m = job.observers.metrics
     read = int(sum(counter_values(m.messages_in).values()))
     scored = int(sum(counter_values(m.messages_scored).values()))
     return Measure(name, read, seconds, cpu_seconds=cpu, scored=scored)
@@ -239,7 +237,7 @@ def run_bench(
     import torch
 
     from flows.config import ProcessorConfig
-    from processors.encoder import pick_device, pick_dtype
+    from processors.models.encoder import pick_device, pick_dtype
 
     batch_size = config.inference.batch_size
     messages = messages_from(headlines(n))

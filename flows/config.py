@@ -7,16 +7,31 @@ invalid configuration fails at start with a message naming the field.
 
 from __future__ import annotations
 
+import functools
 import os
+import random
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from flows.sinks.webhook import WebhookConfig
+from processors.envelope.labels import TOPICS
+from processors.stream.window import MARKET
+
+if TYPE_CHECKING:
+    from processors.envelope.message import AlertEvent
 
 ENV_PREFIX = "FINSENTRY_"
 
@@ -34,6 +49,10 @@ class SourceConfig(_Section):
         ge=0,
         description="time budget of a Kafka batch: once it has a first item, the longest it "
         "waits to fill up to `batch_size` (0: what is there)",
+    )
+    demo_minutes: int = Field(390, gt=0, description="length of the generated market day")
+    demo_day: date | None = Field(
+        None, description="date of the generated day; default: the previous weekday"
     )
     demo_seed: int = 7
     demo_surge_topic: str = "energy_oil"
@@ -122,7 +141,8 @@ class InferenceConfig(_Section):
         "torch", description="onnx: the default model's encoder on ONNX Runtime, int8, CPU"
     )
     onnx_path: Path | None = Field(
-        None, description="the ONNX export; default: in ~/.cache/finsentry, made on first use"
+        None,
+        description="the ONNX export (`finsentry export-onnx`); default: in ~/.cache/finsentry",
     )
 
 
@@ -158,7 +178,29 @@ class WindowConfig(_Section):
 
 
 class DetectorConfig(_Section):
-    kind: Literal["ewma"] = "ewma"
+    """The detector of every key (see docs/configuration.md); each kind reads its own fields.
+
+    evidence (default): a window fires when its negative count is too unlikely under
+    the key's pooled beta-binomial baseline (tail p below `p_fire`) and its share is at
+    least `min_lift` above that baseline. ewma: the older z-score against an EWMA of
+    window shares, gated on `min_count` items.
+    """
+
+    kind: Literal["evidence", "ewma"] = "evidence"
+    critical_share: float = Field(0.7, ge=0, le=1)
+    prior_share: float = Field(0.15, ge=0, le=1, description="a new key's negative share")
+    # evidence
+    p_fire: float = Field(1e-4, gt=0, lt=1, description="tail probability that fires")
+    p_resolve: float = Field(0.05, gt=0, lt=1, description="tail probability that resolves")
+    min_lift: float = Field(0.15, ge=0, le=1, description="share above baseline to fire")
+    resolve_lift: float = Field(0.05, ge=0, le=1, description="resolved within this of it")
+    prior_items: float = Field(10.0, gt=0, description="weight of prior_share, in items")
+    prior_rho: float = Field(0.02, gt=0, lt=1, description="prior between-window spread")
+    prior_rho_windows: float = Field(5.0, ge=0, description="weight of prior_rho, in windows")
+    min_rho: float = Field(0.005, ge=0, lt=1, description="floor of the spread")
+    half_life_seconds: float = Field(14 * 86_400.0, gt=0, description="event time to halve")
+    warmup_items: float = Field(20.0, ge=0, description="learnt items before it may fire")
+    # ewma
     alpha: float = Field(0.2, gt=0, le=1)
     z_threshold: float = Field(3.0, gt=0)
     share_floor: float = Field(0.4, ge=0, le=1)
@@ -166,8 +208,6 @@ class DetectorConfig(_Section):
     warmup_windows: int = Field(3, ge=0)
     resolve_z: float = 1.5
     resolve_share: float = Field(0.3, ge=0, le=1)
-    prior_share: float = Field(0.15, ge=0, le=1)
-    critical_share: float = Field(0.7, ge=0, le=1)
 
 
 class SinksConfig(_Section):
@@ -181,6 +221,35 @@ class SinksConfig(_Section):
         description="what sinks must remember across restarts (alerts already sent); "
         "default: beside recovery.dir, as <recovery.dir>-state",
     )
+
+
+@functools.cache
+def kafka_client_options() -> frozenset[str]:
+    """Connection and security settings that every kafka-python client (consumer, producer,
+    admin) accepts; anything else in `client_options` is a mistake, not a pass-through."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+
+    return frozenset(
+        name
+        for name in set(KafkaConsumer.DEFAULT_CONFIG)
+        & set(KafkaProducer.DEFAULT_CONFIG)
+        & set(KafkaAdminClient.DEFAULT_CONFIG)
+        if name.startswith(("ssl_", "sasl_"))
+        or name
+        in {"security_protocol", "client_id", "api_version", "proxy_url", "client_dns_lookup"}
+    )
+
+
+def check_client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Check `options` against the settings kafka-python accepts; returns a copy."""
+    options = dict(options or {})
+    if not options:  # nothing to check: kafka-python need not even be imported
+        return options
+    accepted = kafka_client_options()
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ValueError(f"unknown Kafka client options {unknown}; accepted: {sorted(accepted)}")
+    return options
 
 
 class KafkaConfig(_Section):
@@ -200,8 +269,6 @@ class KafkaConfig(_Section):
 
     @model_validator(mode="after")
     def _options_known(self) -> KafkaConfig:
-        from flows.sources.kafka import check_client_options
-
         check_client_options(self.client_options)
         return self
 
@@ -212,6 +279,74 @@ class RecoveryConfig(_Section):
     dir: Path | None = None
     snapshot_interval_seconds: float = Field(10.0, gt=0)
     partitions: int = Field(1, gt=0)
+
+
+class AlertRoute(_Section):
+    """Which alert events a webhook receiver gets; an empty list matches everything."""
+
+    severities: list[Literal["warning", "critical"]] = []
+    topics: list[str] = []
+    send_resolved: bool = True
+
+    @field_validator("topics")
+    @classmethod
+    def _known_topics(cls, topics: list[str]) -> list[str]:
+        known = (*TOPICS, MARKET)  # "all": the market-wide key
+        unknown = sorted(set(topics) - set(known))
+        if unknown:
+            raise ValueError(f"unknown topics {unknown}; known: {', '.join(known)}")
+        return topics
+
+    def accepts(self, alert: AlertEvent) -> bool:
+        return (
+            (self.send_resolved or alert.status != "resolved")
+            and (not self.severities or alert.labels.get("severity") in self.severities)
+            and (not self.topics or alert.labels.get("topic") in self.topics)
+        )
+
+
+class ReceiverConfig(_Section):
+    """One webhook endpoint. `name` is a metric label, so it is short and plain."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    url: HttpUrl
+    secret: SecretStr | None = None
+    format: Literal["alertmanager", "json", "slack"] = "alertmanager"
+    route: AlertRoute = AlertRoute()
+    timeout_seconds: float = Field(5.0, gt=0)
+    max_attempts: int = Field(20, ge=1, description="then the row is marked failed")
+    backoff_initial_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    backoff_multiplier: float = Field(2.0, ge=1)
+
+    def backoff(self, attempts: int) -> float:
+        """Delay after the `attempts`-th failure: exponential, capped, with equal jitter."""
+        ceiling = min(
+            self.backoff_max_seconds,
+            self.backoff_initial_seconds * self.backoff_multiplier ** (attempts - 1),
+        )
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class WebhookConfig(_Section):
+    """Alert webhooks; the outbox lives in `state_dir`, which must outlive restarts.
+
+    Left unset, the job's `sinks.state_dir` is used (see `Config`).
+    """
+
+    receivers: list[ReceiverConfig] = []
+    state_dir: Path | None = None
+    external_url: str = Field("", description="Alertmanager payloads' externalURL")
+    poll_seconds: float = Field(1.0, gt=0, description="look for rows other processes queued")
+    close_timeout_seconds: float = Field(10.0, ge=0, description="bound on the flush at close")
+
+    @field_validator("receivers")
+    @classmethod
+    def _unique_names(cls, receivers: list[ReceiverConfig]) -> list[ReceiverConfig]:
+        names = [r.name for r in receivers]
+        if len(names) != len(set(names)):
+            raise ValueError(f"receiver names must be unique: {names}")
+        return receivers
 
 
 class MetricsConfig(_Section):

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
 
-from processors.chain import BatchReport
-from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
+from processors.chain.chain import BatchReport
+from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

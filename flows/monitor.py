@@ -4,8 +4,9 @@
            -> key by topic -> event-time windows -> detect -> alerts
     with dead letters (parse errors, processor errors, late items) on their own sink.
 
-Run it with `finsentry run --config FILE` or `python -m bytewax.run flows.monitor:flow`
-(the latter reads the config file named by `FINSENTRY_CONFIG`, if set).
+The edges (source, sinks, chain) come in from `flows.job.assemble`, which builds them
+from the config. Run it with `finsentry run --config FILE` or `python -m bytewax.run
+flows.monitor:flow` (the latter reads the config file named by `FINSENTRY_CONFIG`).
 """
 
 from __future__ import annotations
@@ -32,27 +33,29 @@ from flows.steps import (
     values_of,
     window_builder,
 )
-from flows.wiring import Outputs, build_outputs, build_source
-from processors.chain import Chain
-from processors.dedupe import id_key, text_key
-from processors.message import DeadLetter, Message, TopicWindow
-from processors.window import UNCLASSIFIED
+from flows.wiring import Outputs
+from processors.chain.chain import Chain
+from processors.envelope.message import DeadLetter, Message, TopicWindow
+from processors.stream.dedupe import id_key, text_key
+from processors.stream.window import UNCLASSIFIED
 
 
 def build_flow(
     config: Config,
     *,
-    source: Source[RawRecord] | None = None,
-    outputs: Outputs | None = None,
+    source: Source[RawRecord],
+    outputs: Outputs,
     observers: Observers | None = None,
     chain: Chain | None = None,
 ) -> Dataflow:
-    """The monitor dataflow for `config`; tests may swap the source, sinks or chain."""
+    """The monitor dataflow for `config` between `source` and `outputs`.
+
+    Without `chain`, each worker builds the configured one on its first batch.
+    """
     observers = observers or Observers()
-    outputs = outputs or build_outputs(config, observers)
     flow = Dataflow("finsentry")
 
-    raw = op.input("source", flow, source or build_source(config, observers))
+    raw = op.input("source", flow, source)
     parsed = op.flat_map_batch("parse", raw, ParseStep(config, observers))
     valid = op.branch("valid", parsed, lambda x: isinstance(x, Message))
     messages: op.Stream[Message] = valid.trues
@@ -108,5 +111,7 @@ def _dedupe(
 def __getattr__(name: str) -> Dataflow:
     """`flows.monitor:flow` for `python -m bytewax.run`, built only when asked for."""
     if name == "flow":
-        return build_flow(load_config(os.environ.get("FINSENTRY_CONFIG")))
+        from flows.job import assemble
+
+        return assemble(load_config(os.environ.get("FINSENTRY_CONFIG"))).flow
     raise AttributeError(name)

@@ -16,8 +16,9 @@ from kafka.errors import KafkaError
 from rich.console import Console
 from rich.progress import Progress
 
+from flows.config import check_client_options
 from flows.sinks.kafka import KafkaDeliveryError, ensure_topic, make_producer
-from flows.sources.kafka import check_client_options, unavailable_as
+from flows.sources.kafka import unavailable_as
 
 
 class TokenBucket:

@@ -8,36 +8,31 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from time import time
 from typing import TypeVar
 
+import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from flows.config import (
     Config,
     DetectorConfig,
-    InferenceConfig,
-    ModelConfig,
-    ProcessorConfig,
     WindowConfig,
 )
+from flows.models import build_chain
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
-from processors.alerting import TopicMonitor
-from processors.base import Processor, Route
-from processors.chain import Chain
-from processors.classify import ClassifyProcessor, Member
-from processors.dedupe import Deduplicator
-from processors.detectors import DETECTORS
-from processors.frontier import ReorderBuffer
-from processors.message import AlertEvent, DeadLetter, Message, TopicWindow
-from processors.models import Model, ModelLoadError
-from processors.noop import NoOpProcessor
-from processors.parse import Parser
-from processors.window import Observation, TopicWindows, observe
+from processors.chain.chain import Chain
+from processors.detection import DETECTORS, Detector
+from processors.detection.lifecycle import TopicMonitor
+from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
+from processors.envelope.parse import Parser
+from processors.stream.dedupe import Deduplicator
+from processors.stream.frontier import ReorderBuffer
+from processors.stream.window import MARKET, Observation, TopicWindows, observe
 
 X = TypeVar("X")
 
@@ -181,8 +176,12 @@ def values_of(batch: list[tuple[str, X]]) -> list[X]:
 
 
 def observe_by_topic(batch: list[Message]) -> list[tuple[str, Observation]]:
-    """Scored messages -> (topic, the window's view of each), a batch at a time."""
-    return [(o.topic, o) for o in map(observe, batch)]
+    """Scored messages -> (key, the window's view of each), a batch at a time: each
+    under its topic and under the market-wide key."""
+    out = []
+    for o in map(observe, batch):
+        out += ((o.topic, o), (MARKET, msgspec.structs.replace(o, key=MARKET)))
+    return out
 
 
 def late_letter(late: Observation, now: datetime) -> DeadLetter:
@@ -195,69 +194,6 @@ def late_letter(late: Observation, now: datetime) -> DeadLetter:
         position=late.id,
         at=now,
     )
-
-
-def build_model(spec: ModelConfig, task: str, inference: InferenceConfig) -> Model:
-    """The model a processor's config names: the default, zero-shot NLI, or any classifier."""
-    runtime = inference.model_dump(include=_RUNTIME)
-    if spec.model == "default":
-        from processors.models.default import DefaultModel
-
-        return DefaultModel(
-            spec.heads,
-            **runtime,
-            encoder=spec.encoder,
-            backend=inference.backend,
-            onnx_path=inference.onnx_path,
-            threads=inference.threads,
-        )
-    if spec.zero_shot is not None:
-        from processors.models.zeroshot import ZeroShotModel
-
-        return ZeroShotModel(spec.model, task, **spec.zero_shot.model_dump(), **runtime)
-    from processors.models.huggingface import HuggingFaceModel
-
-    return HuggingFaceModel(spec.model, task, spec.label_map, **runtime)
-
-
-_RUNTIME = {"device", "dtype", "max_tokens", "max_batch_tokens", "batch_size", "compile"}
-
-
-def build_chain(config: Config) -> Chain:
-    """The processors the config names, sharing one instance per distinct model.
-
-    A model that cannot be loaded fails here, at start, naming its processor.
-    """
-    if config.inference.threads:
-        import torch
-
-        torch.set_num_threads(config.inference.threads)
-    models: dict[tuple[str, str], Model] = {}
-
-    def model_for(p: ProcessorConfig, index: int) -> Model:
-        spec = p.models[index]
-        # The default model serves every task from one encoder pass: share it.
-        task_key = "*" if spec.model == "default" else p.task
-        key = (task_key, spec.model_dump_json(exclude={"weight"}))
-        if key not in models:
-            try:
-                models[key] = build_model(spec, p.task, config.inference)
-            except ModelLoadError as exc:
-                raise ModelLoadError(f"processor {p.name!r}: {exc}") from exc
-        return models[key]
-
-    def processor_for(p: ProcessorConfig) -> Processor:
-        if p.kind == "noop":
-            return NoOpProcessor(p.name)
-        return ClassifyProcessor(
-            name=p.name,
-            task=p.task,
-            members=[Member(model_for(p, i), m.weight) for i, m in enumerate(p.models)],
-            merge=p.merge,
-            route=Route(frozenset(p.route.sources), frozenset(p.route.langs)),
-        )
-
-    return Chain([processor_for(p) for p in config.processors])
 
 
 class ScoreStep:
@@ -305,7 +241,16 @@ class Detect:
         self, monitor: TopicMonitor | None, window: TopicWindow
     ) -> tuple[TopicMonitor, list[AlertEvent]]:
         if monitor is None:
-            params = self.config.model_dump(exclude={"kind", "critical_share"})
-            detector = DETECTORS[self.config.kind](**params)
-            monitor = TopicMonitor(detector, critical_share=self.config.critical_share)
+            monitor = TopicMonitor(
+                build_detector(self.config),
+                critical_share=self.config.critical_share,
+                broad=window.topic == MARKET,
+            )
         return monitor, monitor.update(window)
+
+
+def build_detector(config: DetectorConfig) -> Detector:
+    """The configured kind of detector, with the config's values for its parameters."""
+    kind = DETECTORS[config.kind]
+    settable = {f.name for f in fields(kind)} & set(DetectorConfig.model_fields)
+    return kind(**config.model_dump(include=settable))

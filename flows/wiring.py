@@ -22,7 +22,7 @@ from flows.sources import RawRecord
 from flows.sources.demo import DemoSource, MarketDay, previous_weekday
 from flows.sources.file import JsonLinesSource
 from flows.sources.kafka import KafkaSource
-from processors.message import to_json
+from processors.envelope.message import to_json
 
 
 def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
@@ -44,7 +44,10 @@ def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
             metrics=observers.kafka,
         )
     day = MarketDay(
-        day=previous_weekday(), surge_topic=source.demo_surge_topic, seed=source.demo_seed
+        day=source.demo_day or previous_weekday(),
+        minutes=source.demo_minutes,
+        surge_topic=source.demo_surge_topic,
+        seed=source.demo_seed,
     )
     return DemoSource(day, source.batch_size)
 

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from flows.config import load_config
-from flows.steps import build_chain
-from processors.chain import Chain
+from flows.models import build_chain
+from processors.chain.chain import Chain
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

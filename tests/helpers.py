@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from processors.message import Body, Header, Message, Result, TopicWindow
+from processors.envelope.message import Body, Header, Message, Result, TopicWindow
 
 T0 = datetime(2024, 3, 14, 14, 0, tzinfo=UTC)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from processors.batching import CPU_BATCH_TOKENS, MicroBatchRunner, token_budget_batches
-from processors.chain import Chain
-from processors.classify import ClassifyProcessor, Member
-from processors.encoder import pick_dtype
+from processors.chain.chain import Chain
+from processors.chain.classify import ClassifyProcessor, Member
+from processors.models.batching import CPU_BATCH_TOKENS, MicroBatchRunner, token_budget_batches
+from processors.models.encoder import pick_dtype
 from processors.models.huggingface import HuggingFaceModel
 from tests.helpers import message
 from tests.tiny_models import save_tiny_classifier

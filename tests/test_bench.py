@@ -8,7 +8,7 @@ import pytest
 
 from flows.bench import bench_processors, headlines, messages_from
 from flows.config import Config
-from processors.encoder import SentenceEncoder
+from processors.models.encoder import SentenceEncoder
 from tests.test_cli import finsentry
 
 

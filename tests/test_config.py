@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,26 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "list.yaml").write_text("- a\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tmp_path / "list.yaml", env={})
+
+
+def test_configuration_imports_no_source_or_sink() -> None:
+    """Configuration is the root: the edges take their schemas from it, never the reverse."""
+    flows_dir = Path(__file__).resolve().parents[1] / "flows"
+    paths = sorted(flows_dir.glob("config*.py")) + sorted(flows_dir.glob("config/**/*.py"))
+    assert paths
+    edges = ("flows.sources", "flows.sinks")
+    offenders = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            offenders += [
+                f"{path.name}:{node.lineno} imports {name}"
+                for name in names
+                if any(name == edge or name.startswith(edge + ".") for edge in edges)
+            ]
+    assert offenders == []

@@ -22,10 +22,10 @@ import pytest
 import yaml
 from prometheus_client import CollectorRegistry
 
-from flows.cli import _parser
+from flows.cli import build_parser
 from flows.config import load_config
 from flows.metrics import Metrics
-from flows.sinks.webhook import WebhookMetrics
+from flows.sinks.webhook.delivery import WebhookMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARDS = ROOT / "dashboards"
@@ -249,7 +249,7 @@ def test_compose_file_is_valid_and_binds_to_loopback() -> None:
     for job in ("finsentry", "finsentry-gpu"):  # the CLI takes the job's command
         assert services[job]["command"][0] == "run"
         try:
-            _parser().parse_args(services[job]["command"])
+            build_parser().parse_args(services[job]["command"])
         except SystemExit:
             pytest.fail(f"finsentry does not take the {job} service's command (see stderr)")
     for dockerfile in ("Dockerfile", "Dockerfile.cuda"):  # the images' settings are valid

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from processors.encoder import SentenceEncoder
-from processors.heads import DEFAULT_HEADS_PATH, ClassifierHeads
-from processors.labels import LABELS
-from processors.training import evaluate, load_csv, macro_f1
+from processors.envelope.labels import LABELS
+from processors.models.encoder import SentenceEncoder
+from processors.models.heads import DEFAULT_HEADS_PATH, ClassifierHeads
+from processors.training.train import evaluate, load_csv, macro_f1
 
 pytestmark = pytest.mark.slow
 

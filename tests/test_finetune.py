@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from flows.config import load_config
-from flows.steps import build_chain
-from processors.heads import ClassifierHeads
-from processors.training import find_data_dir
+from flows.models import build_chain
+from processors.models.heads import ClassifierHeads
+from processors.training.train import find_data_dir
 from tests.helpers import message
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ TEXTS = [
 
 
 def test_a_tiny_fine_tune_stops_on_time_and_serves_through_the_config(tmp_path: Path) -> None:
-    from processors.finetune import fine_tune
+    from processors.training.finetune import fine_tune
 
     out = tmp_path / "tuned"
     max_minutes = 0.3

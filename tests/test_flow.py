@@ -17,8 +17,8 @@ from flows.sinks.observe import Observers, ObserverSink
 from flows.sources.demo import DemoSource, MarketDay, generate
 from flows.sources.file import JsonLinesSource
 from flows.wiring import Outputs
-from processors.chain import Chain
-from processors.message import AlertEvent, DeadLetter, TopicWindow
+from processors.chain.chain import Chain
+from processors.envelope.message import AlertEvent, DeadLetter, TopicWindow
 
 DAY = date(2024, 3, 14)
 CONFIG_OVERRIDES = {"window.length_seconds": 600, "dedupe.horizon_seconds": 60}

@@ -8,7 +8,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from processors.frontier import EARLIEST, Frontier, ReorderBuffer
+from processors.stream.frontier import EARLIEST, Frontier, ReorderBuffer
 
 T = datetime(2024, 3, 14, 14, tzinfo=UTC)  # event time
 NOW = datetime(2026, 1, 1, tzinfo=UTC)  # system time

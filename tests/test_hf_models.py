@@ -16,10 +16,10 @@ import pytest
 import yaml
 
 from flows.config import ConfigError, load_config
-from flows.steps import build_chain
-from processors.chain import Chain
-from processors.labels import SENTIMENTS, TOPICS
-from processors.message import Result
+from flows.models import build_chain
+from processors.chain.chain import Chain
+from processors.envelope.labels import SENTIMENTS, TOPICS
+from processors.envelope.message import Result
 from processors.models import ModelLoadError
 from processors.models.zeroshot import ZeroShotModel
 from tests.helpers import message

@@ -35,7 +35,7 @@ from flows.sources.kafka import (
     KafkaUnavailable,
     TopicNotFound,
 )
-from processors.message import NO_END, AlertEvent, DeadLetter, to_json
+from processors.envelope.message import NO_END, AlertEvent, DeadLetter, to_json
 from tests.brokers import TANSU, TANSU_END_OFFSETS, TANSU_NO_OUT_OF_RANGE, Broker, free_port
 from tests.helpers import T0, window
 

@@ -38,7 +38,7 @@ from flows.sinks.kafka import alert_sink, ensure_topic
 from flows.sources.demo import MarketDay, generate
 from flows.sources.file import JsonLinesSource
 from flows.wiring import Outputs
-from processors.message import NO_END, AlertEvent, TopicWindow, to_json
+from processors.envelope.message import NO_END, AlertEvent, TopicWindow, to_json
 from tests.brokers import Broker, free_port
 from tests.helpers import T0, window
 

@@ -33,9 +33,9 @@ import yaml
 from test_dashboards import DASHBOARDS, RULES, panel_exprs, tool
 from test_webhook import SECRET, Receiver, free_port
 
-from flows.sinks.webhook import EVENT_ID_HEADER
+from flows.sinks.webhook.signing import EVENT_ID_HEADER
 from flows.sources.demo import MarketDay, generate
-from processors.message import AlertEvent, to_json
+from processors.envelope.message import AlertEvent, to_json
 
 pytestmark = pytest.mark.slow
 

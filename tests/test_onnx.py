@@ -12,18 +12,12 @@ import torch
 import yaml
 
 from flows.config import load_config
-from flows.steps import build_chain
-from processors.encoder import SentenceEncoder
-from processors.heads import ClassifierHeads
-from processors.onnx import (
-    MANIFEST,
-    OnnxEncoder,
-    accuracy_gate,
-    check_gate,
-    export_onnx,
-    load_onnx_encoder,
-)
-from processors.training import find_data_dir, label_ids, load_csv
+from flows.models import build_chain
+from processors.models.encoder import SentenceEncoder
+from processors.models.heads import ClassifierHeads
+from processors.models.onnx import MANIFEST, OnnxEncoder, check_gate, load_onnx_encoder
+from processors.training.export import accuracy_gate, export_onnx
+from processors.training.train import find_data_dir, label_ids, load_csv
 from tests.helpers import message
 
 pytestmark = pytest.mark.slow
@@ -103,8 +97,6 @@ def test_the_gate_records_both_backends_and_guards_the_int8_export(
 def test_onnx_backend_scores_through_the_config(
     export: tuple[Path, float],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     # The full-validation verdict is measured by `finsentry export-onnx`; here, wiring.
     onnx_dir = tmp_path / "export"
@@ -125,11 +117,8 @@ def test_onnx_backend_scores_through_the_config(
         assert [r.task for r in scored.trailer] == ["topic", "sentiment"]
         assert all(sum(r.scores.values()) == pytest.approx(1.0, abs=1e-3) for r in scored.trailer)
 
-    # A missing export is made on first use, and said so.
+    # A missing export stops the job at start, naming the command that makes one.
     missing = tmp_path / "missing"
-    monkeypatch.setattr(
-        "processors.onnx.export_onnx", lambda out, _: shutil.copytree(onnx_dir, out)
-    )
-    monkeypatch.setattr("processors.onnx.accuracy_gate", lambda *a, **k: {"passed": True})
-    assert isinstance(load_onnx_encoder(missing), OnnxEncoder)
-    assert "no ONNX export in" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="finsentry export-onnx"):
+        load_onnx_encoder(missing)
+    assert not missing.exists()

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.message import DeadLetter, Message
-from processors.parse import REASONS, Parser, stable_id
+from processors.envelope.message import DeadLetter, Message
+from processors.envelope.parse import REASONS, Parser, stable_id
 
 NOW = datetime(2024, 3, 14, 15, 0, tzinfo=UTC)
 parser = Parser(max_text_chars=200)

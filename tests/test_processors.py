@@ -12,18 +12,18 @@ from datetime import timedelta
 import numpy as np
 import pytest
 
-from processors.alerting import ALERTNAME, TopicMonitor, fingerprint
-from processors.base import Route
-from processors.chain import Chain
-from processors.classify import ClassifyProcessor, Member
-from processors.dedupe import Deduplicator, id_key, normalised_text, text_key
-from processors.detectors import EwmaDetector
-from processors.labels import SENTIMENTS
-from processors.merge import vote, weighted_mean
-from processors.message import to_json
+from processors.chain.base import Route
+from processors.chain.chain import Chain
+from processors.chain.classify import ClassifyProcessor, Member
+from processors.chain.merge import vote, weighted_mean
+from processors.detection import EwmaDetector
+from processors.detection.lifecycle import ALERTNAME, TopicMonitor, fingerprint
+from processors.envelope.labels import SENTIMENTS
+from processors.envelope.message import to_json
 from processors.models import Model
 from processors.models.huggingface import label_projection
-from processors.window import WindowAccumulator, observe
+from processors.stream.dedupe import Deduplicator, id_key, normalised_text, text_key
+from processors.stream.window import WindowAccumulator, observe
 from tests.helpers import T0, message, window
 
 
@@ -140,7 +140,7 @@ def test_dedupe_memory_stays_bounded_over_a_long_stream() -> None:
 
 
 def _scored(text: str, id: str, sentiment: str, negative: float, topic: str = "energy_oil"):
-    from processors.message import Result
+    from processors.envelope.message import Result
 
     return message(
         text,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,19 +26,19 @@ from helpers import T0, window
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from flows.sinks.webhook import (
+import flows.sinks.webhook
+from flows.config import ReceiverConfig, WebhookConfig
+from flows.sinks.webhook.delivery import WebhookDelivery
+from flows.sinks.webhook.signing import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    ReceiverConfig,
-    WebhookConfig,
-    WebhookDelivery,
-    WebhookSink,
     sign,
     verify_signature,
 )
-from processors.alerting import ALERTNAME, fingerprint
-from processors.message import NO_END, AlertEvent, to_json
+from flows.sinks.webhook.sink import WebhookSink
+from processors.detection.lifecycle import ALERTNAME, fingerprint
+from processors.envelope.message import NO_END, AlertEvent, to_json
 
 SECRET = "s3cret-for-tests"
 
@@ -146,7 +148,8 @@ def alert(
         fingerprint=fingerprint(ALERTNAME, topic),
         window=w,
         baseline_negative_share=0.1,
-        z_score=6.2 if status == "firing" else 0.3,
+        score=6.2 if status == "firing" else 0.3,
+        score_name="z",
     )
 
 
@@ -261,6 +264,38 @@ def test_signature_verifies_and_rejects_tampering(tmp_path: Path, receiver: Rece
     assert verify_signature(SECRET, ts, signed.body.decode(), header, now=int(ts) + 299)
     old = int(time.time()) - 3600
     assert not verify_signature(SECRET, old, b"{}", sign(SECRET, old, b"{}"))
+
+
+def test_a_signature_made_by_the_sender_verifies() -> None:
+    body = b'{"status": "firing"}'
+    now = int(time.time())
+    header = sign(SECRET, now, body)
+    assert verify_signature(SECRET, now, body, header)
+    assert verify_signature(SECRET.encode(), str(now), body.decode(), f" {header} ")
+    assert not verify_signature(SECRET, now, body + b"x", header)
+
+
+def test_signing_imports_nothing_heavier_than_the_standard_library() -> None:
+    probe = (
+        "import sys, flows.sinks.webhook.signing as s; "
+        "assert not {'msgspec','pydantic','bytewax','prometheus_client'} & set(sys.modules), "
+        "sorted({'msgspec','pydantic','bytewax','prometheus_client'} & set(sys.modules))"
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_the_package_still_exports_the_old_names() -> None:
+    from flows.sinks.webhook import WebhookDelivery as Delivery
+    from flows.sinks.webhook import WebhookSink as Sink
+    from flows.sinks.webhook import verify_signature as verify
+
+    assert (Delivery, Sink, verify) == (WebhookDelivery, WebhookSink, verify_signature)
+    assert flows.sinks.webhook.WebhookConfig is WebhookConfig
+    assert set(flows.sinks.webhook.__all__) <= set(dir(flows.sinks.webhook))
+    with pytest.raises(AttributeError):
+        _ = flows.sinks.webhook.NoSuchName
 
 
 def test_retries_with_growing_backoff_until_the_receiver_answers(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.window import Observation, TopicWindows
+from processors.stream.window import Observation, TopicWindows
 from tests.helpers import T0
 
 ALIGN = datetime(2000, 1, 1, tzinfo=UTC)

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-from processors.encoder import default_model_dir
+from processors.models.encoder import default_model_dir
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
 

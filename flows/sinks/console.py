@@ -8,7 +8,7 @@ from typing import TextIO
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from processors.message import AlertEvent
+from processors.envelope.message import AlertEvent
 
 
 def describe(alert: AlertEvent) -> str:
@@ -19,7 +19,7 @@ def describe(alert: AlertEvent) -> str:
         f"[{icon}] {alert.labels['alertname']} topic={alert.labels['topic']} "
         f"severity={alert.labels['severity']} window {w.start:%Y-%m-%d %H:%M}-{w.end:%H:%M} "
         f"negative {w.n_negative}/{w.n} ({w.negative_share:.0%}, usual "
-        f"{alert.baseline_negative_share:.0%}, z={alert.z_score:.1f})"
+        f"{alert.baseline_negative_share:.0%}, {alert.score_name}={alert.score:.1f})"
     )
     if alert.status == "firing" and w.evidence:
         line += "".join(f'\n      - "{e.text[:110]}"' for e in w.evidence[:3])

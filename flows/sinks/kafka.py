@@ -30,8 +30,9 @@ from kafka.errors import (
 )
 from kafka.producer.future import FutureRecordMetadata
 
-from flows.sources.kafka import KafkaMetrics, check_client_options, unavailable_as
-from processors.message import AlertEvent, DeadLetter, Message, to_json
+from flows.config import check_client_options
+from flows.sources.kafka import KafkaMetrics, unavailable_as
+from processors.envelope.message import AlertEvent, DeadLetter, Message, to_json
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from flows.metrics import Metrics
 from flows.sinks.console import Progress
 from flows.sources.kafka import KafkaMetrics
-from processors.message import AlertEvent, DeadLetter, TopicWindow
+from processors.envelope.message import AlertEvent, DeadLetter, TopicWindow
 
 X = TypeVar("X")
 

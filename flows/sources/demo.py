@@ -18,7 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.sources import RawRecord
 from flows.sources.demo_text import BANKS, COMPANIES, PEOPLE, TEMPLATES
-from processors.labels import TOPICS
+from processors.envelope.labels import TOPICS
 
 # How often each topic comes up on a calm day (relative).
 TOPIC_WEIGHTS: dict[str, float] = {topic: 1.0 for topic in TOPICS} | {

@@ -27,11 +27,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from flows.config import check_client_options
 from flows.sources import RawRecord
 
 log = logging.getLogger(__name__)
@@ -39,17 +40,6 @@ log = logging.getLogger(__name__)
 StartingOffset = Literal["earliest", "latest"]
 
 ERROR_KINDS: tuple[str, ...] = ("unavailable", "offset_out_of_range", "fetch", "produce")
-
-# Connection and security settings that every kafka-python client (consumer, producer,
-# admin) accepts; anything else in `client_options` is a mistake, not a pass-through.
-CLIENT_OPTIONS: frozenset[str] = frozenset(
-    name
-    for name in set(KafkaConsumer.DEFAULT_CONFIG)
-    & set(KafkaProducer.DEFAULT_CONFIG)
-    & set(KafkaAdminClient.DEFAULT_CONFIG)
-    if name.startswith(("ssl_", "sasl_"))
-    or name in {"security_protocol", "client_id", "api_version", "proxy_url", "client_dns_lookup"}
-)
 
 _BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
 _BACKOFF_MAX = 30.0
@@ -69,16 +59,6 @@ class KafkaUnavailable(ConnectionError):
 
 class TopicNotFound(LookupError):
     """A configured topic does not exist; a typo should fail the start, not read nothing."""
-
-
-def check_client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Check `options` against the settings kafka-python accepts; returns a copy."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - CLIENT_OPTIONS)
-    if unknown:
-        accepted = sorted(CLIENT_OPTIONS)
-        raise ValueError(f"unknown Kafka client options {unknown}; accepted: {accepted}")
-    return options
 
 
 @contextmanager

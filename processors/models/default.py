@@ -1,23 +1,35 @@
-"""The offline default: frozen all-MiniLM-L6-v2 features and a small head per task."""
+"""The offline default: one sentence-encoder pass, and a small head per task on it."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
+import torch
 
-from processors.encoder import SentenceEncoder
-from processors.heads import ClassifierHeads, heads_path_for
-from processors.models.base import Model
+from processors.models.base import Model, ModelLoadError
+from processors.models.heads import ClassifierHeads
 
-if TYPE_CHECKING:
-    from processors.onnx import OnnxEncoder
+
+class Encoder(Protocol):
+    """What the default model runs on: texts in, pooled features out.
+
+    `SentenceEncoder` (torch) and `OnnxEncoder` (ONNX Runtime) both are; the caller
+    picks and builds one, so the model does not switch between runtimes itself.
+    """
+
+    model_id: str
+    pooling: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled float32 features [n, dim] on CPU, rows in the order given."""
+        ...
 
 
 class DefaultModel(Model):
-    """Frozen all-MiniLM-L6-v2 features with a small trained head per task.
+    """A sentence encoder's features with a small trained head per task.
 
     The encoder pass is the expensive part, so it runs once per batch for all heads;
     the results of the latest pass are kept until the next pass replaces them.
@@ -26,48 +38,15 @@ class DefaultModel(Model):
     model_id = "finsentry-default"
     tasks = ("topic", "sentiment")
 
-    def __init__(
-        self,
-        heads_path: str | Path | None = None,
-        device: str = "auto",
-        max_tokens: int = 128,
-        batch_size: int = 256,
-        *,
-        dtype: str = "auto",
-        max_batch_tokens: int | None = None,
-        compile: bool = False,
-        encoder: str | Path | None = None,
-        backend: str = "torch",
-        onnx_path: str | Path | None = None,
-        threads: int | None = None,
-    ) -> None:
-        # None: the committed heads, or those trained with a fine-tuned `encoder`.
-        self.heads = ClassifierHeads.load(heads_path or heads_path_for(encoder))
+    def __init__(self, encoder: Encoder, heads: ClassifierHeads) -> None:
         # The encoder must pool features exactly as they were pooled for training.
-        self.encoder: SentenceEncoder | OnnxEncoder
-        if backend == "onnx":  # CPU only: ONNX Runtime, int8 weights
-            from processors.onnx import load_onnx_encoder
-
-            self.encoder = load_onnx_encoder(
-                onnx_path,
-                encoder,
-                max_tokens=max_tokens,
-                batch_size=batch_size,
-                pooling=self.heads.pooling,
-                num_threads=threads,
-                max_batch_tokens=max_batch_tokens,
+        if (encoder.pooling, encoder.dim) != (heads.pooling, heads.dim):
+            raise ModelLoadError(
+                f"encoder {encoder.model_id} pools {encoder.pooling!r} to dim {encoder.dim}; "
+                f"the heads want {heads.pooling!r} and dim {heads.dim}"
             )
-        else:
-            self.encoder = SentenceEncoder(
-                encoder,
-                device=device,
-                max_tokens=max_tokens,
-                batch_size=batch_size,
-                pooling=self.heads.pooling,
-                dtype=dtype,
-                max_batch_tokens=max_batch_tokens,
-                compile=compile,
-            )
+        self.encoder = encoder
+        self.heads = heads
         self._latest: dict[str, dict[str, np.ndarray]] = {}
 
     def predict(self, task: str, texts: Sequence[str]) -> np.ndarray:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from processors.batching import MicroBatchRunner, place
-from processors.encoder import pick_device, pick_dtype
-from processors.labels import LABELS
+from processors.envelope.labels import LABELS
 from processors.models.base import Model, ModelLoadError
+from processors.models.batching import MicroBatchRunner, place
+from processors.models.encoder import pick_device, pick_dtype
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from processors.labels import LABELS
+from processors.envelope.labels import LABELS
 from processors.models.base import Model, ModelLoadError
 from processors.models.huggingface import classifier_runner, load_classifier, own_labels
 

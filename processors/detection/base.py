@@ -1,0 +1,34 @@
+"""The detector contract: learn one topic's normal, judge each window against it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+from processors.envelope.message import TopicWindow
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A detector's verdict on one window.
+
+    `abnormal` says the window should start an alert; `recovered` says an alert that
+    is firing may end. They are separate so detectors can apply hysteresis: a window
+    can be neither (not bad enough to start, not calm enough to end).
+    """
+
+    abnormal: bool
+    recovered: bool
+    baseline: float  # the normal value the window was compared with
+    score: float  # how far off normal, in the detector's own unit (its `score_name`)
+
+
+class Detector(ABC):
+    """Stateful per topic and picklable: it is Bytewax state, so keep it small."""
+
+    score_name: ClassVar[str] = "z"  # what `Assessment.score` is, for alert texts
+
+    @abstractmethod
+    def update(self, window: TopicWindow, firing: bool) -> Assessment:
+        """Judge `window`, then learn from it; `firing` says an alert is active."""

@@ -1,0 +1,112 @@
+"""The alert lifecycle of one topic: firing once, resolved once, never repeated."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import msgspec
+
+from processors.detection.base import Detector
+from processors.envelope.message import NO_END, AlertEvent, TopicWindow
+
+ALERTNAME = "NegativeSentimentSurge"
+
+
+def fingerprint(alertname: str, topic: str) -> str:
+    """Stable per (alertname, topic), as Alertmanager's fingerprints are per label set."""
+    return hashlib.sha256(f"alertname={alertname}\x00topic={topic}".encode()).hexdigest()[:16]
+
+
+def without_leading_topic(window: TopicWindow) -> TopicWindow:
+    """The window less its topic with the most negative items.
+
+    The market-wide key is for surges spread over many topics: one topic's surge, which
+    that topic's own key judges, must not make the whole market look abnormal too.
+
+    >>> from datetime import datetime
+    >>> w = TopicWindow("all", datetime(2024, 1, 2), datetime(2024, 1, 3), 100, 40, 50, 10,
+    ...                 0.4, -0.3, leading_topic="energy_oil", leading_n=30, leading_negative=25)
+    >>> broad = without_leading_topic(w)
+    >>> broad.n, broad.n_negative, round(broad.negative_share, 3)
+    (70, 15, 0.214)
+    """
+    with_sentiment = window.n_negative + window.n_neutral + window.n_positive - window.leading_n
+    negative = window.n_negative - window.leading_negative
+    return msgspec.structs.replace(
+        window,
+        n=window.n - window.leading_n,
+        n_negative=negative,
+        negative_share=negative / with_sentiment if with_sentiment > 0 else 0.0,
+    )
+
+
+@dataclass
+class TopicMonitor:
+    """A topic's detector plus the alert it may have open; Bytewax state per topic.
+
+    >>> from datetime import datetime, timedelta
+    >>> from processors.detection import EwmaDetector
+    >>> def window(neg, i):
+    ...     start = datetime(2024, 1, 2) + timedelta(minutes=5 * i)
+    ...     return TopicWindow("energy_oil", start, start + timedelta(minutes=5), 40, neg,
+    ...                        40 - neg, 0, neg / 40, -neg / 40)
+    >>> monitor = TopicMonitor(EwmaDetector())
+    >>> shares = [4, 4, 4, 4, 30, 32, 4, 4]
+    >>> [e.status for i, s in enumerate(shares) for e in monitor.update(window(s, i))]
+    ['firing', 'resolved']
+    """
+
+    detector: Detector
+    critical_share: float = 0.7
+    broad: bool = False  # the market-wide key: judge windows without their leading topic
+    firing: AlertEvent | None = field(default=None)
+
+    def update(self, window: TopicWindow) -> list[AlertEvent]:
+        """Judge a closed window; return the alert events it causes (zero or one)."""
+        judged = without_leading_topic(window) if self.broad else window
+        verdict = self.detector.update(judged, firing=self.firing is not None)
+        if self.firing is None and verdict.abnormal:
+            subject = "the market as a whole" if self.broad else window.topic
+            severity = "critical" if window.negative_share >= self.critical_share else "warning"
+            self.firing = AlertEvent(
+                status="firing",
+                labels={"alertname": ALERTNAME, "topic": window.topic, "severity": severity},
+                annotations={
+                    "summary": f"Surge of negative news on {subject}",
+                    "description": (
+                        f"{window.n_negative} of {window.n} items on {window.topic} were "
+                        f"negative ({window.negative_share:.0%}) between "
+                        f"{window.start:%H:%M} and {window.end:%H:%M} UTC, against a "
+                        f"usual {verdict.baseline:.0%} "
+                        f"({self.detector.score_name} = {verdict.score:.1f})."
+                    ),
+                },
+                starts_at=window.start,
+                ends_at=NO_END,
+                fingerprint=fingerprint(ALERTNAME, window.topic),
+                window=window,
+                baseline_negative_share=round(verdict.baseline, 4),
+                score=round(verdict.score, 3),
+                score_name=self.detector.score_name,
+            )
+            return [self.firing]
+        if self.firing is not None and verdict.recovered:
+            resolved = msgspec.structs.replace(
+                self.firing,
+                status="resolved",
+                ends_at=window.start,
+                window=window,
+                score=round(verdict.score, 3),
+                annotations={
+                    **self.firing.annotations,
+                    "description": (
+                        f"{window.topic} is back to normal: {window.negative_share:.0%} "
+                        f"negative of {window.n} items between {window.start:%H:%M} and "
+                        f"{window.end:%H:%M} UTC."
+                    ),
+                },
+            )
+            self.firing = None
+            return [resolved]
+        return []

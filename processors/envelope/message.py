@@ -1,0 +1,139 @@
+"""The message envelope and the other records that travel through finsentry.
+
+Every item travels as one `Message`: a header (who, when, where it has been), a body
+(what it says) and a trailer (what each processor concluded). Windows, alerts and
+dead letters have their own records. All are msgspec structs: typed, fast to encode
+and decode, and picklable for Bytewax snapshots. None can be part of a reference
+cycle, so none is tracked by the garbage collector (`gc=False`): a job holds many
+thousands of them, and rescanning them took a large share of its time.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+
+
+class Header(msgspec.Struct, frozen=True, gc=False):
+    """Identity, provenance and timing of a message."""
+
+    id: str
+    type: str  # "item" until scored, then "scored"
+    source: str  # free text from the producer, e.g. "reuters" or "x"
+    published_at: datetime  # event time, UTC
+    ingested_at: datetime  # when finsentry read it, UTC
+    route: tuple[str, ...] = ()  # processors this message has passed through
+
+
+class Body(msgspec.Struct, frozen=True, gc=False):
+    """The content of an item."""
+
+    text: str
+    title: str | None = None
+    url: str | None = None
+    lang: str | None = None
+    tickers: tuple[str, ...] = ()
+
+
+class Result(msgspec.Struct, frozen=True, gc=False):
+    """One processor's (or one ensemble member's) verdict on one message."""
+
+    processor: str
+    task: str  # "topic" | "sentiment"
+    label: str  # canonical label, see processors.envelope.labels
+    scores: dict[str, float]  # canonical label -> probability
+    model: str
+    latency_seconds: float  # the batch's wall time, shared by its messages
+    members: tuple[Result, ...] = ()  # ensemble members, when merged
+
+
+class Message(msgspec.Struct, frozen=True, gc=False):
+    """The envelope: header, body and the trailer of results."""
+
+    header: Header
+    body: Body
+    trailer: tuple[Result, ...] = ()
+
+    def result(self, task: str) -> Result | None:
+        """The last result for `task`, or None if no processor took this message."""
+        for entry in reversed(self.trailer):
+            if entry.task == task:
+                return entry
+        return None
+
+
+class DeadLetter(msgspec.Struct, frozen=True, gc=False):
+    """An input that could not be processed, kept with the reason why."""
+
+    reason: str  # one of processors.envelope.parse.REASONS
+    detail: str
+    payload: str  # the raw input, decoded with replacement if it was not UTF-8
+    source: str  # the input it came from, e.g. "file:events.jsonl"
+    position: str | None = None  # line number or partition/offset
+    at: datetime | None = None
+
+
+class Evidence(msgspec.Struct, frozen=True, gc=False):
+    """A headline kept to show why a window looks the way it does."""
+
+    id: str
+    text: str
+    negative: float  # probability of negative sentiment
+    published_at: datetime
+
+
+class TopicWindow(msgspec.Struct, frozen=True, gc=False):
+    """Sentiment of one topic over one event-time window."""
+
+    topic: str
+    start: datetime
+    end: datetime
+    n: int
+    n_negative: int
+    n_neutral: int
+    n_positive: int
+    negative_share: float
+    mean_score: float  # mean sentiment in [-1, 1]
+    evidence: tuple[Evidence, ...] = ()
+    # The topic with the most negative items in the window, its items with a sentiment
+    # and its negatives: the market-wide key judges the window without it.
+    leading_topic: str = ""
+    leading_n: int = 0
+    leading_negative: int = 0
+
+
+NO_END = datetime(1, 1, 1, tzinfo=UTC)
+
+
+class AlertEvent(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    """One alert state change, in the shape of an Alertmanager v4 webhook alert.
+
+    `status` is "firing" when the alert starts and "resolved" when it ends; a
+    fingerprint is stable per (alertname, topic) so receivers can group the two.
+    """
+
+    status: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    starts_at: datetime
+    ends_at: datetime  # NO_END while firing, as Alertmanager writes it
+    fingerprint: str
+    window: TopicWindow
+    baseline_negative_share: float
+    score: float  # the detector's evidence, in the unit `score_name` says
+    score_name: str = "-log10 p"  # "-log10 p": the window's tail probability; "z": a z-score
+    generator_url: str = msgspec.field(default="", name="generatorURL")
+
+    @property
+    def event_id(self) -> str:
+        """Identifies this state change, for sinks that must not send it twice."""
+        return f"{self.fingerprint}:{self.status}:{self.starts_at.isoformat()}"
+
+
+def to_json(record: msgspec.Struct) -> bytes:
+    """Encode any record as one compact JSON object."""
+    return _encoder.encode(record)
+
+
+_encoder = msgspec.json.Encoder()

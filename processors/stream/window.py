@@ -1,0 +1,248 @@
+"""Per-topic window aggregation: what goes into a window and what comes out."""
+
+from __future__ import annotations
+
+import copy
+import heapq
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import msgspec
+
+from processors.envelope.labels import SENTIMENT_VALUE
+from processors.envelope.message import Evidence, Message, TopicWindow
+from processors.stream.frontier import EARLIEST, Frontier
+
+EVIDENCE_SIZE = 5
+UNCLASSIFIED = "unclassified"
+MARKET = "all"  # the key of the whole stream, beside one key per topic
+
+
+class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=True):
+    """The slice of a scored message that a window needs; small, since it is state."""
+
+    id: str
+    published_at: datetime
+    topic: str
+    sentiment: str | None
+    negative: float
+    text: str
+    key: str = ""  # the window key, where it is not `topic` (the market-wide key)
+
+
+def observe(message: Message, evidence_chars: int = 200) -> Observation:
+    """The window's view of a scored message."""
+    topic = message.result("topic")
+    sentiment = message.result("sentiment")
+    return Observation(
+        id=message.header.id,
+        published_at=message.header.published_at,
+        topic=topic.label if topic else UNCLASSIFIED,
+        sentiment=sentiment.label if sentiment else None,
+        negative=sentiment.scores.get("negative", 0.0) if sentiment else 0.0,
+        text=message.body.text[:evidence_chars],
+    )
+
+
+class WindowAccumulator:
+    """Counts, score sum and the most negative items of one topic's window."""
+
+    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum")
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.counts = {"negative": 0, "neutral": 0, "positive": 0}
+        self.score_sum = 0.0
+        self.evidence: list[tuple[float, str, Observation]] = []  # min-heap on negative
+        self.by_topic: dict[str, list[int]] = {}  # topic -> [items with sentiment, negatives]
+
+    def add(self, item: Observation) -> WindowAccumulator:
+        self.n += 1
+        if item.sentiment is not None:
+            self.counts[item.sentiment] += 1
+            self.score_sum += SENTIMENT_VALUE[item.sentiment]
+            tally = self.by_topic.get(item.topic)
+            if tally is None:
+                tally = self.by_topic[item.topic] = [0, 0]
+            tally[0] += 1
+            if item.sentiment == "negative":
+                tally[1] += 1
+                entry = (item.negative, item.id, item)
+                if len(self.evidence) < EVIDENCE_SIZE:
+                    heapq.heappush(self.evidence, entry)
+                elif entry > self.evidence[0]:
+                    heapq.heapreplace(self.evidence, entry)
+        return self
+
+    def merge(self, other: WindowAccumulator) -> WindowAccumulator:
+        self.n += other.n
+        for label, count in other.counts.items():
+            self.counts[label] += count
+        self.score_sum += other.score_sum
+        for topic, (n, negative) in other.by_topic.items():
+            tally = self.by_topic.setdefault(topic, [0, 0])
+            tally[0] += n
+            tally[1] += negative
+        for entry in other.evidence:
+            heapq.heappush(self.evidence, entry)
+        self.evidence = heapq.nlargest(EVIDENCE_SIZE, self.evidence)
+        heapq.heapify(self.evidence)
+        return self
+
+    def close(self, topic: str, start: datetime, end: datetime) -> TopicWindow:
+        with_sentiment = sum(self.counts.values())
+        evidence = tuple(
+            Evidence(o.id, o.text, round(o.negative, 4), o.published_at)
+            for _, _, o in sorted(self.evidence, reverse=True)
+        )
+        leading, (leading_n, leading_negative) = max(
+            self.by_topic.items(), key=lambda kv: (kv[1][1], kv[1][0], kv[0]), default=("", (0, 0))
+        )
+        return TopicWindow(
+            topic=topic,
+            start=start,
+            end=end,
+            n=self.n,
+            n_negative=self.counts["negative"],
+            n_neutral=self.counts["neutral"],
+            n_positive=self.counts["positive"],
+            negative_share=self.counts["negative"] / with_sentiment if with_sentiment else 0.0,
+            mean_score=self.score_sum / with_sentiment if with_sentiment else 0.0,
+            evidence=evidence,
+            leading_topic=leading,
+            leading_n=leading_n,
+            leading_negative=leading_negative,
+        )
+
+
+class TopicWindows:
+    """One topic's open event-time windows, tumbling (`step == length`) or sliding.
+
+    The watermark is `lateness` behind the topic's lagged `Frontier`: an item behind
+    it is late (returned, to be dead-lettered once), and a window whose end it passes
+    closes. Adding is commutative, so items fold in as they come; only closing waits.
+    Picklable: it is Bytewax state.
+
+    >>> from datetime import UTC, timedelta
+    >>> t0, now = datetime(2024, 3, 14, 14, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
+    >>> w = TopicWindows(t0, timedelta(minutes=5), timedelta(minutes=5), timedelta(0),
+    ...                  grace=timedelta(0))
+    >>> item = lambda minute: Observation(str(minute), t0 + timedelta(minutes=minute),
+    ...                                   "energy_oil", "negative", 0.9, "Oil slumps")
+    >>> closed, late = w.add([item(1), item(2), item(6)], now)
+    >>> [(window.start.minute, window.n) for window in closed], late
+    ([(0, 2)], [])
+    >>> closed, late = w.add([item(3)], now)
+    >>> closed, [o.id for o in late]
+    ([], ['3'])
+    """
+
+    def __init__(
+        self,
+        align_to: datetime,
+        length: timedelta,
+        step: timedelta,
+        lateness: timedelta,
+        grace: timedelta,
+    ) -> None:
+        self.align_to = align_to
+        self.length = length
+        self.step = step
+        self.lateness = lateness
+        self.frontier = Frontier(grace)
+        self.open: dict[int, WindowAccumulator] = {}
+        self.topic = UNCLASSIFIED
+        self._newest = EARLIEST
+
+    def add(
+        self, items: Sequence[Observation], now: datetime
+    ) -> tuple[list[TopicWindow], list[Observation]]:
+        """Fold in items seen at system time `now`: (windows now closed, late items)."""
+        watermark = self._watermark(now)
+        if items:
+            newest = max(item.published_at for item in items)
+            if newest > self._newest:
+                self._newest = newest
+                self.frontier.observe(newest, now)
+            self.topic = items[0].key or items[0].topic  # the same for every item of a key
+        # With a grace, the watermark is the frontier of `grace` ago, which this batch
+        # cannot move; without one, each item moves it on before the next is judged.
+        moves = not self.frontier.grace
+        late: list[Observation] = []
+        segment_start = segment_end = EARLIEST
+        windows: list[WindowAccumulator] = []
+        for item in items:
+            at = item.published_at
+            if moves and at - self.lateness > watermark:
+                watermark = at - self.lateness
+            if at < watermark:
+                late.append(item)
+                continue
+            if not segment_start <= at < segment_end:
+                # Items between two window starts fall in the same windows.
+                segment_start, segment_end, windows = self._windows_at(at)
+            for window in windows:
+                window.add(item)
+        return self.close_upto(self._watermark(now)), late
+
+    def _windows_at(self, at: datetime) -> tuple[datetime, datetime, list[WindowAccumulator]]:
+        """(lo, hi, the windows that hold `at`): every event time in lo..hi falls in
+        just these windows, so the items that follow mostly reuse them."""
+        last = (at - self.align_to) // self.step
+        lo = self._start(last)
+        hi = lo + self.step
+        windows = []
+        for window_id in range(last - math.ceil(self.length / self.step) + 1, last + 1):
+            end = self._end(window_id)
+            if end <= at:
+                lo = max(lo, end)
+                continue
+            hi = min(hi, end)
+            window = self.open.get(window_id)
+            if window is None:
+                window = self.open[window_id] = WindowAccumulator()
+            windows.append(window)
+        return lo, hi, windows
+
+    def advance(self, now: datetime) -> list[TopicWindow]:
+        """The windows that system time alone has closed (a quiet stream moves on)."""
+        return self.close_upto(self._watermark(now))
+
+    def close_upto(self, watermark: datetime | None) -> list[TopicWindow]:
+        """Close the windows that end at or before `watermark` (all of them if None)."""
+        closing = sorted(
+            window_id
+            for window_id in self.open
+            if watermark is None or self._end(window_id) <= watermark
+        )
+        return [self._close(window_id) for window_id in closing]
+
+    def due(self) -> datetime | None:
+        """The system time at which the next window closes; None with none open."""
+        if not self.open:
+            return None
+        return self.frontier.due(self._end(min(self.open)) + self.lateness)
+
+    def resumed(self, now: datetime) -> TopicWindows:
+        """These windows restored from a snapshot: the downtime is taken out."""
+        self.frontier.resumed(now)
+        return self
+
+    def copy(self) -> TopicWindows:
+        """A snapshot that later changes do not touch."""
+        return copy.deepcopy(self)
+
+    def _close(self, window_id: int) -> TopicWindow:
+        window = self.open.pop(window_id)
+        return window.close(self.topic, self._start(window_id), self._end(window_id))
+
+    def _start(self, window_id: int) -> datetime:
+        return self.align_to + self.step * window_id
+
+    def _end(self, window_id: int) -> datetime:
+        return self._start(window_id) + self.length
+
+    def _watermark(self, now: datetime) -> datetime:
+        frontier = self.frontier.at(now)
+        return frontier if frontier == EARLIEST else frontier - self.lateness
