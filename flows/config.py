@@ -192,6 +192,9 @@ class DetectorConfig(_Section):
     # evidence
     p_fire: float = Field(1e-4, gt=0, lt=1, description="tail probability that fires")
     p_resolve: float = Field(0.05, gt=0, lt=1, description="tail probability that resolves")
+    p_suspect: float = Field(
+        0.01, gt=0, lt=1, description="held from the baseline, judged with the next window"
+    )
     min_lift: float = Field(0.15, ge=0, le=1, description="share above baseline to fire")
     resolve_lift: float = Field(0.05, ge=0, le=1, description="resolved within this of it")
     prior_items: float = Field(10.0, gt=0, description="weight of prior_share, in items")

@@ -88,3 +88,14 @@ def test_future_tolerance_is_configurable() -> None:
     assert isinstance(parse(raw), Message)
     strict = Parser(max_future=timedelta(minutes=5))
     assert strict.parse(raw, "t", None, NOW).reason == "absurd_timestamp"
+
+
+def test_an_item_dated_to_the_day_only_is_at_midnight_utc() -> None:
+    parsed = Parser().parse(
+        b'{"text": "Oil slumps", "published_at": "2020-03-09"}',
+        "test",
+        "1",
+        datetime(2024, 3, 14, tzinfo=UTC),
+    )
+    assert isinstance(parsed, Message)
+    assert parsed.header.published_at == datetime(2020, 3, 9, tzinfo=UTC)

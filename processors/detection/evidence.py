@@ -124,12 +124,15 @@ class EvidenceDetector(Detector):
     The baseline is pooled: exponentially decayed sums of negatives and items, with
     a Beta prior of `prior_items` items at `prior_share` added in, so a new key is
     sensible at once and many thin windows make a steady mean. Evidence decays with
-    event time (half-life `half_life_seconds`), not per window, so a thin and a thick stream
+    event time (half-life `half_life_seconds`), not per window, so thin and thick streams
     forget at the same pace and a feed that stops drifts back to the prior. The
     between-window spread rho is a method-of-moments estimate from the same sums,
     shrunk to `prior_rho` by `prior_rho_windows` windows' worth of weight and never
     below `min_rho`; the uncertainty of the mean itself is added to it. Windows judged
-    abnormal, and windows while firing, are not learnt from.
+    abnormal, and windows while firing, are not learnt from. A suspect window (p below
+    `p_suspect`, share above the lift) is held back from the baseline until a calm one
+    follows, and the next window is also judged together with it: a surge split across
+    a window boundary is seen whole, and cannot teach itself as the normal meanwhile.
 
     >>> from datetime import datetime, timedelta
     >>> def window(n, neg, day):
@@ -150,6 +153,7 @@ class EvidenceDetector(Detector):
 
     p_fire: float = 1e-4
     p_resolve: float = 0.05
+    p_suspect: float = 0.01
     min_lift: float = 0.15
     resolve_lift: float = 0.05
     prior_share: float = 0.15
@@ -169,6 +173,9 @@ class EvidenceDetector(Detector):
     items2_sq_weight: float = 0.0  # sum w^2 * n^2, likewise under overdispersion
     rho_info: float = 0.0  # sum w * (n-1)/(n-1+1/prior_rho): windows' info on rho
     last_end: datetime | None = field(default=None)
+    # Suspect windows just before this one, held back from the baseline.
+    held_negatives: int = 0
+    held_items: int = 0
 
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
         self._age(window.end)
@@ -177,15 +184,31 @@ class EvidenceDetector(Detector):
         if n <= 0:
             return Assessment(abnormal=False, recovered=False, baseline=share_base, score=0.0)
         k = min(max(window.n_negative, 0), n)
-        share = k / n
         log_p = log_upper_tail(k, n, a, b)
+        share = k / n
+        if self.held_items:
+            # A surge across a window boundary: judge the run of suspect windows too.
+            run_k, run_n = k + self.held_negatives, n + self.held_items
+            log_run = log_upper_tail(run_k, run_n, a, b)
+            if log_run < log_p:
+                log_p, share = log_run, run_k / run_n
         abnormal = (
             self.items >= self.warmup_items
             and log_p < math.log(self.p_fire)
             and share >= share_base + self.min_lift
         )
         recovered = log_p > math.log(self.p_resolve) or share <= share_base + self.resolve_lift
-        if not abnormal and not firing:
+        if abnormal or firing:
+            self.held_negatives = self.held_items = 0  # a surge: none of it is normal
+        elif log_p < math.log(self.p_suspect) and share >= share_base + self.min_lift:
+            # Suspect, not yet evidence: hold it back from the baseline, and let the
+            # next window add to it, so a surge cannot teach itself as the normal.
+            self.held_negatives += k
+            self.held_items += n
+        else:
+            if self.held_items:
+                self._learn(self.held_negatives, self.held_items)
+                self.held_negatives = self.held_items = 0
             self._learn(k, n)
         return Assessment(
             abnormal=abnormal, recovered=recovered, baseline=share_base, score=-log_p / _LN10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
 
@@ -42,7 +42,14 @@ class _Item(msgspec.Struct, gc=False):
     tickers: tuple[str, ...] = ()
 
 
+class _DatedItem(_Item, gc=False):
+    """An item dated to the day only (`"published_at": "2020-03-09"`): midnight UTC."""
+
+    published_at: date | None = None  # type: ignore[assignment]
+
+
 _decoder = msgspec.json.Decoder(_Item)
+_dated_decoder = msgspec.json.Decoder(_DatedItem)
 
 
 def stable_id(source: str, text: str) -> str:
@@ -69,7 +76,7 @@ class Parser:
     ) -> Message | DeadLetter:
         """Parse one raw input; `origin` names the input and `position` the place in it."""
         try:
-            item = _decoder.decode(raw)
+            item = _decode(raw)
         except UnicodeDecodeError as exc:
             return self._dead(raw, origin, position, now, "not_utf8", str(exc))
         except msgspec.ValidationError as exc:
@@ -136,6 +143,21 @@ class Parser:
     ) -> DeadLetter:
         payload = raw.decode("utf-8", errors="replace")
         return DeadLetter(reason, detail, payload, origin, position, now)
+
+
+def _decode(raw: bytes) -> _Item:
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        if "at `$.published_at`" not in str(exc):
+            raise
+        try:  # only on this error path, so full timestamps pay nothing for it
+            dated = _dated_decoder.decode(raw)
+        except msgspec.ValidationError:
+            raise exc from None
+        day = dated.published_at
+        at = datetime.combine(day, time(), tzinfo=UTC) if day is not None else None
+        return msgspec.structs.replace(dated, published_at=at)
 
 
 def _is_utf8(raw: bytes) -> bool:

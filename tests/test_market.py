@@ -1,0 +1,123 @@
+"""The market-wide key and real-stream shapes: date-only times, thin topics, one instant."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bytewax.testing import TestingSink, run_main
+
+from flows.config import load_config
+from flows.monitor import build_flow
+from flows.sources.file import JsonLinesSource
+from flows.steps import observe_by_topic
+from flows.wiring import Outputs
+from processors.chain import Chain, Processor
+from processors.chain.base import with_result
+from processors.detection import EvidenceDetector, TopicMonitor
+from processors.envelope.labels import TOPICS
+from processors.envelope.message import AlertEvent, Message, Result, TopicWindow
+from processors.stream import MARKET, TopicWindows
+from tests.helpers import message
+
+DAY0 = datetime(2020, 1, 1, tzinfo=UTC)
+DAY, NONE = timedelta(days=1), timedelta(0)
+
+
+class KeywordLabels(Processor):
+    """Topic from the text's first word, sentiment 'negative' where the text says so."""
+
+    name = "keywords"
+
+    def process(self, batch: Sequence[Message]) -> list[Message]:
+        out = []
+        for m in batch:
+            topic, mood = m.body.text.split()[:2]
+            for task, label in (("topic", topic), ("sentiment", mood)):
+                m = with_result(m, Result(self.name, task, label, {label: 1.0}, "kw", 0.0))
+            out.append(m)
+        return out
+
+
+def daily_windows(days: list[list[tuple[str, str]]]) -> list[TopicWindow]:
+    """Windows per key over days of (topic, sentiment) items, all stamped at midnight."""
+    keyed: dict[str, TopicWindows] = {}
+    closed: list[TopicWindow] = []
+    for day, items in enumerate(days):
+        at = DAY0 + timedelta(days=day)
+        batch = [
+            message(f"{topic} {mood} {i}", id=f"{day}-{i}", at=at)
+            for i, (topic, mood) in enumerate(items)
+        ]
+        for key, observation in observe_by_topic(KeywordLabels().process(batch)):
+            day = timedelta(days=1)
+            windows = keyed.setdefault(
+                key, TopicWindows(DAY0, day, day, timedelta(0), timedelta(0))
+            )
+            closed += windows.add([observation], at)[0]
+    for windows in keyed.values():
+        closed += windows.close_upto(None)
+    return sorted(closed, key=lambda w: w.start)
+
+
+def alerts(windows: list[TopicWindow], key: str) -> list[AlertEvent]:
+    monitor = TopicMonitor(EvidenceDetector(), broad=key == MARKET)
+    return [e for w in windows if w.topic == key for e in monitor.update(w)]
+
+
+def calm_day(per_topic: int = 4) -> list[tuple[str, str]]:
+    """Every topic thin: 4 items, one in four negative (25%)."""
+    return [(t, "negative" if i == 0 else "neutral") for t in TOPICS for i in range(per_topic)]
+
+
+def test_a_surge_spread_over_many_topics_fires_the_market_key_only() -> None:
+    # Twenty thin topics, then a day on which each has 3 of 4 negative: no topic holds
+    # evidence enough alone, the market as a whole does.
+    spread = [(t, "negative" if i < 3 else "neutral") for t in TOPICS for i in range(4)]
+    windows = daily_windows([calm_day() for _ in range(20)] + [spread, calm_day()])
+    market = alerts(windows, MARKET)
+    assert [(e.status, e.labels["topic"]) for e in market] == [
+        ("firing", MARKET),
+        ("resolved", MARKET),
+    ]
+    assert market[0].starts_at == DAY0 + timedelta(days=20)
+    assert "the market as a whole" in market[0].annotations["summary"]
+    assert all(alerts(windows, topic) == [] for topic in TOPICS)
+
+
+def test_one_topic_surging_does_not_fire_the_market_key() -> None:
+    oil = TOPICS[TOPICS.index("energy_oil")]
+    surge = calm_day() + [(oil, "negative")] * 40
+    windows = daily_windows([calm_day() for _ in range(20)] + [surge])
+    assert [e.status for e in alerts(windows, oil)] == ["firing"]
+    assert alerts(windows, MARKET) == []
+    market_day = next(w for w in windows if w.topic == MARKET and w.start == surge_day(20))
+    assert (market_day.leading_topic, market_day.leading_negative) == (oil, 41)
+
+
+def surge_day(day: int) -> datetime:
+    return DAY0 + timedelta(days=day)
+
+
+def test_date_only_times_flow_through_with_daily_windows(tmp_path: Path) -> None:
+    """A feed dated to the day only: every item of a day at one instant."""
+    path = tmp_path / "dated.jsonl"
+    lines = []
+    for day in range(10):
+        for i, (topic, mood) in enumerate(calm_day(2)):
+            when = (DAY0 + timedelta(days=day)).date().isoformat()
+            lines.append({"id": f"{day}-{i}", "text": f"{topic} {mood} {i}", "published_at": when})
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    config = load_config(env={}, overrides={"window.length_seconds": 86_400})
+    windows: list[TopicWindow] = []
+    dead: list = []
+    outputs = Outputs(windows=[TestingSink(windows)], dead_letters=[TestingSink(dead)])
+    chain = Chain([KeywordLabels()])
+    run_main(build_flow(config, source=JsonLinesSource(path, 64), outputs=outputs, chain=chain))
+    assert dead == []
+    market = [w for w in windows if w.topic == MARKET]
+    assert [w.start for w in market] == [DAY0 + timedelta(days=d) for d in range(10)]
+    assert all(w.n == 40 for w in market)
+    assert sum(w.n for w in windows if w.topic != MARKET) == 400
