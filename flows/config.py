@@ -202,7 +202,7 @@ class DetectorConfig(_Section):
     prior_rho_windows: float = Field(5.0, ge=0, description="weight of prior_rho, in windows")
     min_rho: float = Field(0.005, ge=0, lt=1, description="floor of the spread")
     half_life_seconds: float = Field(14 * 86_400.0, gt=0, description="event time to halve")
-    warmup_items: float = Field(20.0, ge=0, description="learnt items before it may fire")
+    warmup_items: float = Field(10.0, ge=0, description="learnt items before it may fire")
     # ewma
     alpha: float = Field(0.2, gt=0, le=1)
     z_threshold: float = Field(3.0, gt=0)

@@ -138,7 +138,10 @@ class WindowLogic(StatefulBatchLogic[Observation, TopicWindow | DeadLetter, Topi
     def on_batch(self, values: list[Observation]) -> tuple[list[TopicWindow | DeadLetter], bool]:
         now = datetime.now(UTC)
         closed, late = self.windows.add(values, now)
-        return [*closed, *(late_letter(o, now) for o in late)], StatefulBatchLogic.RETAIN
+        # An item is dead-lettered once, by its topic's key; one late only for the
+        # market-wide key is still counted in its topic's window.
+        letters = [late_letter(o, now) for o in late if o.key != MARKET]
+        return [*closed, *letters], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
         return list(self.windows.advance(datetime.now(UTC))), StatefulBatchLogic.RETAIN

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from processors.envelope.message import Body, Header, Message, Result, TopicWindow
 
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
 T0 = datetime(2024, 3, 14, 14, 0, tzinfo=UTC)
 
 

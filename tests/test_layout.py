@@ -8,7 +8,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+
+from tests.helpers import ROOT
+
+ROOT = ROOT
 OFFLINE = "processors.training"
 # The CLI's offline commands are the one door from flows/ to the offline package.
 OFFLINE_DOORS = {ROOT / "flows" / "cli" / "offline.py"}
@@ -54,6 +58,7 @@ def test_processors_import_no_bytewax_kafka_or_http() -> None:
     assert offenders == []
 
 
+@pytest.mark.slow  # builds the default chain, models and all
 def test_building_a_job_loads_no_offline_code() -> None:
     probe = (
         "import sys; from flows.config import load_config; from flows.job import assemble;"

@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from flows.cli import bench, job, offline
+from flows.cli import backtest, bench, job, offline
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     """`finsentry` and every subcommand's arguments."""
     parser = argparse.ArgumentParser(prog="finsentry", description=__doc__)
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
-    for commands in (job, offline, bench):
+    for commands in (job, offline, bench, backtest):
         commands.register(sub)
     return parser
 

@@ -162,7 +162,7 @@ class EvidenceDetector(Detector):
     prior_rho_windows: float = 5.0
     min_rho: float = 0.005
     half_life_seconds: float = 14 * 86_400.0
-    warmup_items: float = 20.0
+    warmup_items: float = 10.0  # as much as the prior weighs: the baseline rests half on data
 
     # Decayed sums over learnt windows, each window weighted by w = its decay factor.
     negatives: float = 0.0  # sum w * k

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # the command in subprocesses, with the real models
+
+ROOT = ROOT
 DATA = ROOT.parent / "shared" / "data" / "twitter-financial-news"
 
 

@@ -9,7 +9,9 @@ import pytest
 from flows.bench import bench_processors, headlines, messages_from
 from flows.config import Config
 from processors.models.encoder import SentenceEncoder
-from tests.test_cli import finsentry
+from tests.flows.test_cli import finsentry
+
+pytestmark = pytest.mark.slow  # the benchmark with the real models
 
 
 def test_the_processors_encode_every_measured_message(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,6 +39,8 @@ from processors.envelope.message import NO_END, AlertEvent, DeadLetter, to_json
 from tests.brokers import TANSU, TANSU_END_OFFSETS, TANSU_NO_OUT_OF_RANGE, Broker, free_port
 from tests.helpers import T0, window
 
+pytestmark = pytest.mark.slow  # Kafka-protocol brokers in subprocesses
+
 pytest_plugins = ["tests.kafka_fixtures"]
 
 

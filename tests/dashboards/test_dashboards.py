@@ -26,8 +26,9 @@ from flows.cli import build_parser
 from flows.config import load_config
 from flows.metrics import Metrics
 from flows.sinks.webhook.delivery import WebhookMetrics
+from tests.helpers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = ROOT
 DASHBOARDS = ROOT / "dashboards"
 RULES = DASHBOARDS / "rules"
 DOCKER = ROOT / "docker"

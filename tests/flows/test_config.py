@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import ConfigError, load_config
+from tests.helpers import ROOT
 
 
 def test_defaults_are_the_default_chain_and_tumbling_windows() -> None:
@@ -75,7 +76,7 @@ def test_unreadable_config_is_a_config_error(tmp_path: Path) -> None:
 
 def test_configuration_imports_no_source_or_sink() -> None:
     """Configuration is the root: the edges take their schemas from it, never the reverse."""
-    flows_dir = Path(__file__).resolve().parents[1] / "flows"
+    flows_dir = ROOT / "flows"
     paths = sorted(flows_dir.glob("config*.py")) + sorted(flows_dir.glob("config/**/*.py"))
     assert paths
     edges = ("flows.sources", "flows.sinks")

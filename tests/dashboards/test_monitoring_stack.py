@@ -31,15 +31,16 @@ import msgspec
 import pytest
 import yaml
 from test_dashboards import DASHBOARDS, RULES, panel_exprs, tool
-from test_webhook import SECRET, Receiver, free_port
 
 from flows.sinks.webhook.signing import EVENT_ID_HEADER
 from flows.sources.demo import MarketDay, generate
 from processors.envelope.message import AlertEvent, to_json
+from tests.flows.sinks.test_webhook import SECRET, Receiver, free_port
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = ROOT
 FINSENTRY = [sys.executable, "-m", "flows.cli"]
 SURGE_TOPIC = "energy_oil"
 # 40 event-time minutes: 20 calm minutes teach the detector the usual mix, then the

@@ -39,6 +39,7 @@ from flows.sinks.webhook.signing import (
 from flows.sinks.webhook.sink import WebhookSink
 from processors.detection.lifecycle import ALERTNAME, fingerprint
 from processors.envelope.message import NO_END, AlertEvent, to_json
+from tests.helpers import ROOT
 
 SECRET = "s3cret-for-tests"
 
@@ -281,7 +282,7 @@ def test_signing_imports_nothing_heavier_than_the_standard_library() -> None:
         "assert not {'msgspec','pydantic','bytewax','prometheus_client'} & set(sys.modules), "
         "sorted({'msgspec','pydantic','bytewax','prometheus_client'} & set(sys.modules))"
     )
-    root = Path(__file__).resolve().parents[1]
+    root = ROOT
     out = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

@@ -13,10 +13,11 @@ from processors.envelope.labels import LABELS
 from processors.models.encoder import SentenceEncoder
 from processors.models.heads import DEFAULT_HEADS_PATH, ClassifierHeads
 from processors.training.train import evaluate, load_csv, macro_f1
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow
 
-DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared/data/twitter-financial-news"
+DATA_DIR = ROOT.parent / "shared/data/twitter-financial-news"
 
 # Full valid-set accuracy of the committed heads: topic 0.843, sentiment 0.830. The
 # CSVs are grouped by label, so their first 300 rows are a harder, skewed slice
