@@ -293,25 +293,6 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
-_DATE_ONLY = re.compile(rb'("published_at"\s*:\s*")(\d{4}-\d{2}-\d{2})(")')
-
-
-def normalized_history(history: Path, work_dir: Path) -> tuple[Path, int]:
-    """`history`, or a copy in `work_dir` whose date-only `published_at` ("2020-03-09")
-    read as midnight UTC: the parser wants RFC 3339 times. (path, lines rewritten)."""
-    with history.open("rb") as f:
-        if not any(_DATE_ONLY.search(line) for line in f):
-            return history, 0
-    out = work_dir / f"{history.stem}.normalized.jsonl"
-    n = 0
-    with history.open("rb") as src, out.open("wb") as dst:
-        for line in src:
-            line, k = _DATE_ONLY.subn(rb"\1\2T00:00:00Z\3", line)
-            n += k > 0
-            dst.write(line)
-    return out, n
-
-
 def backtest_config(
     history: Path,
     work_dir: Path,
@@ -387,7 +368,7 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
     the flow's window step closes them at end of file; each key's windows go, in
     order, through a `Detect` of its own. Unclassified windows raise no alerts.
     """
-    from flows.steps import Detect, observe_by_topic, window_builder
+    from flows.steps import Detect, observe_by_topic, window_builder, windows_per_month
     from processors.stream.window import UNCLASSIFIED
 
     by_key: dict[str, list[Any]] = defaultdict(list)
@@ -395,7 +376,7 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
         by_key[key].append(observation)
     now = datetime.now(UTC)
     build = window_builder(config.window)
-    detect = Detect(config.detector)
+    detect = Detect(config.detector, windows_per_month(config.window))
     out = Outcome([], [])
     late = 0
     for key, observations in by_key.items():

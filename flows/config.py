@@ -190,12 +190,22 @@ class DetectorConfig(_Section):
     critical_share: float = Field(0.7, ge=0, le=1)
     prior_share: float = Field(0.15, ge=0, le=1, description="a new key's negative share")
     # evidence
-    p_fire: float = Field(1e-4, gt=0, lt=1, description="tail probability that fires")
+    false_alarms_per_month: float = Field(
+        0.03, gt=0, description="false alarms a key may raise in 30 days of event time"
+    )
+    p_fire: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="tail probability that fires; default: false_alarms_per_month over the "
+        "windows a key closes in 30 days",
+    )
     p_resolve: float = Field(0.05, gt=0, lt=1, description="tail probability that resolves")
     p_suspect: float = Field(
         0.01, gt=0, lt=1, description="held from the baseline, judged with the next window"
     )
     min_lift: float = Field(0.15, ge=0, le=1, description="share above baseline to fire")
+    min_ratio: float = Field(1.0, ge=1, description="and at least this many times the baseline")
     resolve_lift: float = Field(0.05, ge=0, le=1, description="resolved within this of it")
     prior_items: float = Field(10.0, gt=0, description="weight of prior_share, in items")
     prior_rho: float = Field(0.02, gt=0, lt=1, description="prior between-window spread")

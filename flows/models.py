@@ -30,7 +30,7 @@ def build_default_model(spec: ModelConfig, inference: InferenceConfig) -> Defaul
             encoder = load_onnx_encoder(
                 inference.onnx_path,
                 spec.encoder,
-                max_tokens=inference.max_tokens,
+                max_tokens=min(inference.max_tokens, heads.max_tokens),
                 batch_size=inference.batch_size,
                 pooling=heads.pooling,
                 num_threads=inference.threads,
@@ -44,12 +44,14 @@ def build_default_model(spec: ModelConfig, inference: InferenceConfig) -> Defaul
         encoder = SentenceEncoder(
             spec.encoder,
             device=inference.device,
-            max_tokens=inference.max_tokens,
+            # Never longer than the heads were trained on: that is what they know.
+            max_tokens=min(inference.max_tokens, heads.max_tokens),
             batch_size=inference.batch_size,
             pooling=heads.pooling,
             dtype=inference.dtype,
             max_batch_tokens=inference.max_batch_tokens,
             compile=inference.compile,
+            deltas=heads.encoder_deltas,
         )
     return DefaultModel(encoder, heads)
 

@@ -236,24 +236,38 @@ _event_time = attrgetter("header.published_at")
 
 @dataclass(frozen=True)
 class Detect:
-    """Per-topic state: a detector and its alert lifecycle (`TopicMonitor`)."""
+    """Per-key state: a detector and its alert lifecycle (`TopicMonitor`)."""
 
     config: DetectorConfig
+    windows_per_month: float  # how often each key's detector judges a window
 
     def __call__(
         self, monitor: TopicMonitor | None, window: TopicWindow
     ) -> tuple[TopicMonitor, list[AlertEvent]]:
         if monitor is None:
             monitor = TopicMonitor(
-                build_detector(self.config),
+                build_detector(self.config, self.windows_per_month),
                 critical_share=self.config.critical_share,
                 broad=window.topic == MARKET,
             )
         return monitor, monitor.update(window)
 
 
-def build_detector(config: DetectorConfig) -> Detector:
-    """The configured kind of detector, with the config's values for its parameters."""
+def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector:
+    """The configured kind of detector, with the config's values for its parameters.
+
+    The evidence detector's `p_fire`, unless set, is the false-alarm rate the config
+    asks for per key and month over the windows a key sees in a month: the same rate
+    for 5-minute and for daily windows.
+    """
     kind = DETECTORS[config.kind]
     settable = {f.name for f in fields(kind)} & set(DetectorConfig.model_fields)
-    return kind(**config.model_dump(include=settable))
+    params = config.model_dump(include=settable, exclude_none=True)
+    if "p_fire" in settable and config.p_fire is None:
+        params["p_fire"] = min(config.false_alarms_per_month / windows_per_month, 0.5)
+    return kind(**params)
+
+
+def windows_per_month(window: WindowConfig) -> float:
+    """Windows one key closes in 30 days of event time."""
+    return 30 * 86_400 / window.step_seconds

@@ -47,9 +47,7 @@ def _backtest(args: argparse.Namespace) -> int:
     out_dir, tmp = bt.work_dir(args.out_dir)
     started = time.monotonic()
     try:
-        history, rewritten = bt.normalized_history(args.history, out_dir)
-        if rewritten:
-            _note(f"{rewritten:,} date-only published_at read as midnight UTC")
+        history = args.history
         scored = args.scored
         if scored is None and args.sweep:
             scored = out_dir / "scored.jsonl"

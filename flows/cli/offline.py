@@ -11,21 +11,45 @@ from pathlib import Path
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the offline subcommands to the `finsentry` parser."""
-    train = sub.add_parser("train", help="train the default model's topic and sentiment heads")
+    train = sub.add_parser(
+        "train",
+        help="train the default model: top encoder layers (fp16 deltas) and both heads",
+    )
     train.add_argument("--data", type=Path, default=None, help="folder with *_train.csv")
     train.add_argument(
-        "--out", type=Path, default=None, help="heads file, or the directory for --fine-tune"
+        "--out",
+        type=Path,
+        default=None,
+        help="weights file (default: the committed default model), or the directory for "
+        "--fine-tune; required with --heads-only",
     )
     train.add_argument("--seed", type=int, default=0)
-    tune = train.add_argument_group("fine-tuning the encoder too")
-    tune.add_argument("--fine-tune", action="store_true", help="train encoder and heads together")
-    tune.add_argument("--epochs", type=float, default=2.0, help="passes over the larger set")
-    tune.add_argument("--max-minutes", type=float, default=20.0, help="wall-clock budget")
-    tune.add_argument(
+    train.add_argument(
+        "--epochs", type=float, default=None, help="passes (default 4; --fine-tune: 2)"
+    )
+    train.add_argument(
+        "--max-minutes", type=float, default=None, help="wall-clock budget (default 30; 20)"
+    )
+    train.add_argument(
         "--balance",
         type=float,
         default=0.5,
         help="class weights: frequency ** -BALANCE (0: none, 1: balanced; default 0.5)",
+    )
+    adapt = train.add_argument_group("the default recipe: top-k layers fine-tune")
+    adapt.add_argument("--layers", type=int, default=2, help="top encoder layers trained")
+    adapt.add_argument("--lr", type=float, default=1e-4, help="the layers' learning rate")
+    adapt.add_argument("--warmup", type=float, default=0.06, help="share of training")
+    adapt.add_argument(
+        "--init-from", type=Path, default=None, help="continue from an earlier weights file"
+    )
+    adapt.add_argument("--limit", type=int, default=None, help="only the first N rows a file")
+    other = train.add_argument_group("other recipes").add_mutually_exclusive_group()
+    other.add_argument(
+        "--fine-tune", action="store_true", help="fine-tune the whole encoder (a directory)"
+    )
+    other.add_argument(
+        "--heads-only", action="store_true", help="heads on the frozen encoder (needs --out)"
     )
     train.set_defaults(command=_train)
 
@@ -36,20 +60,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--data", type=Path, default=None, help="folder with *_valid.csv")
     export.set_defaults(command=_export_onnx)
 
-    ev = sub.add_parser("eval", help="accuracy and macro-F1 of the default model on a CSV")
-    ev.add_argument("--task", choices=("topic", "sentiment"), required=True)
-    ev.add_argument("--data", type=Path, required=True, help="CSV with columns text,label")
-    ev.add_argument("--heads", type=Path, default=None, help="head weights (default: committed)")
+    ev = sub.add_parser("eval", help="accuracy, macro-F1 and ECE of the default model")
+    which = ev.add_mutually_exclusive_group(required=True)
+    which.add_argument("--task", choices=("topic", "sentiment"), help="with --data: one CSV")
+    which.add_argument(
+        "--all",
+        action="store_true",
+        help="every report set: twitter topic/sentiment valid, each news validation split",
+    )
+    ev.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="CSV with columns text,label (--task); folder with *_valid.csv (--all)",
+    )
+    ev.add_argument("--heads", type=Path, default=None, help="weights (default: committed)")
     ev.add_argument("--encoder", type=Path, default=None, help="a fine-tuned encoder directory")
     ev.add_argument("--backend", choices=("torch", "onnx"), default="torch")
     ev.add_argument("--onnx-path", type=Path, default=None, help="ONNX export (default: cache)")
-    ev.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    ev.add_argument("--limit", type=int, default=None, help="only the first N rows (--task)")
     ev.set_defaults(command=_eval)
 
 
+def _say(line: str) -> None:
+    print(f"train: {line}", file=sys.stderr, flush=True)
+
+
 def _train(args: argparse.Namespace) -> int:
-    from processors.models.heads import DEFAULT_HEADS_PATH
-    from processors.training.train import find_data_dir, train_heads
+    from processors.training.train import find_data_dir
 
     data = args.data or find_data_dir()
     if args.fine_tune:
@@ -58,14 +96,36 @@ def _train(args: argparse.Namespace) -> int:
         figures = fine_tune(
             data,
             args.out or DEFAULT_FINETUNED_DIR,
-            epochs=args.epochs,
-            max_minutes=args.max_minutes,
+            epochs=2.0 if args.epochs is None else args.epochs,
+            max_minutes=20.0 if args.max_minutes is None else args.max_minutes,
             balance=args.balance,
             seed=args.seed,
-            progress=lambda line: print(f"fine-tune: {line}", file=sys.stderr, flush=True),
+            progress=_say,
         )
+    elif args.heads_only:
+        from processors.training.train import train_heads
+
+        if args.out is None:  # the committed default is an adapted file, not heads
+            raise SystemExit("train --heads-only: --out is required")
+        figures = train_heads(data, args.out, seed=args.seed)
     else:
-        figures = train_heads(data, args.out or DEFAULT_HEADS_PATH, seed=args.seed)
+        from processors.models.heads import DEFAULT_HEADS_PATH
+        from processors.training.adapt import train_adapted
+
+        figures = train_adapted(
+            data,
+            args.out or DEFAULT_HEADS_PATH,
+            args.seed,
+            trained_layers=args.layers,
+            epochs=4.0 if args.epochs is None else args.epochs,
+            lr=args.lr,
+            warmup=args.warmup,
+            balance=args.balance,
+            max_minutes=30.0 if args.max_minutes is None else args.max_minutes,
+            limit=args.limit,
+            init_from=args.init_from,
+            progress=_say,
+        )
     print(json.dumps(figures, indent=2))
     return 0
 
@@ -89,9 +149,13 @@ def _eval(args: argparse.Namespace) -> int:
     from flows.config import InferenceConfig, ModelConfig
     from flows.models import build_default_model
     from processors.models.heads import ClassifierHeads, heads_path_for
-    from processors.training.train import evaluate
+    from processors.training.train import evaluate, evaluate_all, find_data_dir
 
-    if not args.data.is_file():
+    if args.all:
+        data = args.data or find_data_dir()
+        if not data.is_dir():
+            raise FileNotFoundError(f"data folder not found: {data}")
+    elif args.data is None or not args.data.is_file():
         raise FileNotFoundError(f"data file not found: {args.data}")
     heads = args.heads or heads_path_for(args.encoder)
     model = build_default_model(
@@ -102,5 +166,9 @@ def _eval(args: argparse.Namespace) -> int:
             onnx_path=args.onnx_path,
         ),
     )
-    print(json.dumps(evaluate(args.task, args.data, heads, model.encoder, args.limit)))
+    if args.all:
+        for name, figures in evaluate_all(data, heads, model.encoder).items():
+            print(json.dumps({"set": name, **figures}))
+    else:
+        print(json.dumps(evaluate(args.task, args.data, heads, model.encoder, args.limit)))
     return 0

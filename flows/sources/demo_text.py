@@ -116,7 +116,7 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
             "Oil slumps as US crude inventories surge far more than expected",
             "WTI crude crashes below ${px} as demand outlook darkens",
             "Energy stocks sink as oil prices extend steep losses",
-            "{co} shares plunge as crude collapse wipes out refining margins",
+            "Crude collapse wipes out refining margins at {co}",
             "Oil heads for worst week in a year on recession fears",
             "Crude prices sink again as OPEC+ unity breaks down",
         ),

@@ -116,7 +116,7 @@ class EvidenceDetector(Detector):
 
     A window fires when its tail probability p = P(K >= k) is below `p_fire`, its
     share is at least `min_lift` above the baseline share (so huge windows do not fire
-    on trivial shifts), and the key has learnt from `warmup_items` (decayed) items.
+    on trivial shifts), and the key has seen `warmup_items` (decayed) items.
     It recovers when p > `p_resolve` or its share is within `resolve_lift` of the
     baseline. The score is -log10(p). Empty windows are neither abnormal nor
     recovered (silence is no evidence either way) and are not learnt from.
@@ -154,6 +154,7 @@ class EvidenceDetector(Detector):
     p_fire: float = 1e-4
     p_resolve: float = 0.05
     p_suspect: float = 0.01
+    min_ratio: float = 1.0
     min_lift: float = 0.15
     resolve_lift: float = 0.05
     prior_share: float = 0.15
@@ -173,9 +174,9 @@ class EvidenceDetector(Detector):
     items2_sq_weight: float = 0.0  # sum w^2 * n^2, likewise under overdispersion
     rho_info: float = 0.0  # sum w * (n-1)/(n-1+1/prior_rho): windows' info on rho
     last_end: datetime | None = field(default=None)
-    # Suspect windows just before this one, held back from the baseline.
-    held_negatives: int = 0
-    held_items: int = 0
+    # (negatives, items) of the suspect windows just before, held back from the baseline.
+    held: list[tuple[int, int]] = field(default_factory=list)
+    seen: float = 0.0  # items of every non-empty window judged (decayed), for the warm-up
 
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
         self._age(window.end)
@@ -186,29 +187,35 @@ class EvidenceDetector(Detector):
         k = min(max(window.n_negative, 0), n)
         log_p = log_upper_tail(k, n, a, b)
         share = k / n
-        if self.held_items:
-            # A surge across a window boundary: judge the run of suspect windows too.
-            run_k, run_n = k + self.held_negatives, n + self.held_items
-            log_run = log_upper_tail(run_k, run_n, a, b)
+        if self.held:
+            # A surge across window boundaries: judge the run of held windows with this
+            # one. Each window draws its own share, so the spread between windows counts
+            # only within each: rho is diluted by the run's pairs of items that share one.
+            run_k = k + sum(hk for hk, _ in self.held)
+            run_n = n + sum(hn for _, hn in self.held)
+            pairs = n * (n - 1) + sum(hn * (hn - 1) for _, hn in self.held)
+            _, rho, mean_var = self.spread()
+            run_rho = min(rho * pairs / (run_n * (run_n - 1)) + mean_var, 0.5)
+            log_run = log_upper_tail(run_k, run_n, *beta_from_share(share_base, run_rho))
             if log_run < log_p:
                 log_p, share = log_run, run_k / run_n
-        abnormal = (
-            self.items >= self.warmup_items
-            and log_p < math.log(self.p_fire)
-            and share >= share_base + self.min_lift
-        )
+        lifted = share >= max(share_base + self.min_lift, share_base * self.min_ratio)
+        # Warm-up counts every item seen, surges too: the baseline's own uncertainty is
+        # in the tail already; this only keeps a key's very first windows from firing.
+        abnormal = self.seen >= self.warmup_items and log_p < math.log(self.p_fire) and lifted
+        self.seen += n
         recovered = log_p > math.log(self.p_resolve) or share <= share_base + self.resolve_lift
         if abnormal or firing:
-            self.held_negatives = self.held_items = 0  # a surge: none of it is normal
-        elif log_p < math.log(self.p_suspect) and share >= share_base + self.min_lift:
+            self.held = []  # a surge: none of it is normal
+        elif (log_p < math.log(self.p_suspect) and lifted) or (self.held and k / n > share_base):
             # Suspect, not yet evidence: hold it back from the baseline, and let the
-            # next window add to it, so a surge cannot teach itself as the normal.
-            self.held_negatives += k
-            self.held_items += n
+            # next window add to it, so a surge cannot teach itself as the normal. A run
+            # goes on while its windows stay above the baseline.
+            self.held.append((k, n))
         else:
-            if self.held_items:
-                self._learn(self.held_negatives, self.held_items)
-                self.held_negatives = self.held_items = 0
+            for held_k, held_n in self.held:
+                self._learn(held_k, held_n)
+            self.held = []
             self._learn(k, n)
         return Assessment(
             abnormal=abnormal, recovered=recovered, baseline=share_base, score=-log_p / _LN10
@@ -236,17 +243,22 @@ class EvidenceDetector(Detector):
 
     def beta(self) -> tuple[float, float, float]:
         """(share, a, b): the Beta a new window's true share is drawn from."""
+        share, rho, mean_var = self.spread()
+        a, b = beta_from_share(share, min(rho + mean_var, 0.5))
+        return share, a, b
+
+    def spread(self) -> tuple[float, float, float]:
+        """(share, rho, mean_var): the baseline, the between-window spread, and the
+        variance of the pooled mean itself over p(1-p) (the baseline is uncertain too)."""
         share = self.share()
         rho = self.rho()
-        # The pooled mean is itself uncertain: add its variance, over p(1-p), to rho.
         pooled = self.items + self.prior_items
         mean_var = (
             self.prior_items
             + self.items_sq_weight
             + rho * (self.items2_sq_weight - self.items_sq_weight)
         ) / pooled**2
-        a, b = beta_from_share(share, min(rho + mean_var, 0.5))
-        return share, a, b
+        return share, rho, mean_var
 
     def _age(self, end: datetime) -> None:
         """Decay the sums by the event time since the last window (never backwards)."""
@@ -260,6 +272,7 @@ class EvidenceDetector(Detector):
         decay = 0.5 ** (elapsed / timedelta(seconds=self.half_life_seconds))
         self.negatives *= decay
         self.items *= decay
+        self.seen *= decay
         self.windows *= decay
         self.square *= decay
         self.rho_info *= decay

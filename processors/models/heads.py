@@ -1,10 +1,16 @@
-"""Small classifier heads on top of the frozen encoder's pooled features.
+"""Small classifier heads on top of the encoder's pooled features, and their files.
 
 Both tasks read the same feature row, so one encoder pass serves topic and
 sentiment. Each head standardises its input with statistics from its own training
 set, then runs a one-hidden-layer MLP (measured better than a linear head by
-4-6 accuracy points on both tasks). The file also records how the features were
-made, so inference can rebuild the exact encoder the heads were trained on.
+4-6 accuracy points on both tasks), and divides its logits by a temperature fitted
+on data held apart from training, so its probabilities are calibrated. A file also
+records how the features were made, so inference can rebuild the exact encoder.
+
+Two formats: `finsentry-heads/1`, heads for the packaged encoder as it is (or for a
+fine-tuned encoder directory), and `finsentry-adapted/1`, the default model: heads
+plus fp16 deltas of the encoder's top layers, which `SentenceEncoder` adds into the
+packaged weights at load (so inference costs what the base model costs).
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from processors.envelope.labels import LABELS
 from processors.models.encoder import DEFAULT_POOLING, MODEL_ID
 
 FORMAT = "finsentry-heads/1"
-DEFAULT_HEADS_PATH = Path(__file__).resolve().parent / "weights" / "default_heads.safetensors"
+ADAPTED_FORMAT = "finsentry-adapted/1"
+DEFAULT_HEADS_PATH = Path(__file__).resolve().parent / "weights" / "default_model.safetensors"
+DELTA = "delta."  # tensors of an adapted file: encoder parameter deltas ...
+HEADS = "heads."  # ... and the heads' state
 # A fine-tuned encoder directory keeps the heads trained with it under this name.
 FINETUNED_HEADS = "heads.safetensors"
 MIN_SCALE = 1e-4  # a feature spread this narrow in training is taken as constant
@@ -91,6 +100,10 @@ class ClassifierHeads(torch.nn.Module):
         self.heads = torch.nn.ModuleDict(
             {t: TaskHead(dim, len(labels), hidden, dropout) for t, labels in self.labels.items()}
         )
+        self.temperatures: dict[str, float] = dict.fromkeys(self.labels, 1.0)
+        # Of an adapted file: what to add to the packaged encoder's parameters, by name.
+        self.encoder_deltas: dict[str, torch.Tensor] = {}
+        self.base_sha256 = ""  # the packaged weights the deltas were trained on
         self.figures: dict[str, Any] = {}
 
     def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -104,7 +117,10 @@ class ClassifierHeads(torch.nn.Module):
         was_training = self.training
         self.eval()
         with torch.inference_mode():
-            out = {t: logits.softmax(-1) for t, logits in self(features.float()).items()}
+            out = {
+                t: (logits / self.temperatures[t]).softmax(-1)
+                for t, logits in self(features.float()).items()
+            }
         self.train(was_training)
         return out
 
@@ -125,6 +141,7 @@ class ClassifierHeads(torch.nn.Module):
                 }
             ),
             "labels": json.dumps(self.labels),
+            "temperatures": json.dumps(self.temperatures),
             "figures": json.dumps(self.figures),
         }
 
@@ -137,30 +154,42 @@ class ClassifierHeads(torch.nn.Module):
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> ClassifierHeads:
-        """Rebuild heads from a file written by `save` (the committed default if no path)."""
+        """Rebuild heads from a heads or adapted file (the committed default if no path)."""
         path = Path(path) if path is not None else DEFAULT_HEADS_PATH
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
-        if meta.get("format") != FORMAT:
+        if meta.get("format") not in (FORMAT, ADAPTED_FORMAT):
             raise ValueError(
                 f"{path} is not a finsentry heads file (format {meta.get('format')!r})"
             )
-        arch = json.loads(meta["architecture"])
         labels = {t: tuple(v) for t, v in json.loads(meta["labels"]).items()}
         for task, names in labels.items():
             if names != LABELS[task]:
                 raise ValueError(f"{path}: {task} labels {names} differ from LABELS[{task!r}]")
+        adapted = meta["format"] == ADAPTED_FORMAT
+        arch = json.loads(meta["heads" if adapted else "architecture"])
         heads = cls(
-            int(meta["dim"]),
+            int(arch["dim"]) if adapted else int(meta["dim"]),
             hidden=int(arch["hidden"]),
             dropout=float(arch["dropout"]),
             pooling=meta["pooling"],
-            model_id=meta["model_id"],
+            model_id=meta.get("base_model_id", meta.get("model_id", MODEL_ID)),
             max_tokens=int(meta["max_tokens"]),
             tasks=tuple(labels),
         )
-        heads.load_state_dict(tensors, strict=True)
+        if adapted:
+            state = {k[len(HEADS) :]: v.float() for k, v in tensors.items() if k.startswith(HEADS)}
+            heads.encoder_deltas = {
+                k[len(DELTA) :]: v for k, v in tensors.items() if k.startswith(DELTA)
+            }
+            heads.base_sha256 = meta.get("base_sha256", "")
+        else:
+            state = tensors
+        heads.load_state_dict(state, strict=True)
+        heads.temperatures = {
+            t: float(v) for t, v in json.loads(meta.get("temperatures", "{}")).items()
+        } or heads.temperatures
         heads.figures = json.loads(meta.get("figures", "{}"))
         heads.eval()
         return heads

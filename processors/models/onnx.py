@@ -9,6 +9,7 @@ has measured it within `GATE_POINTS` of fp32 on both validation sets.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,7 @@ from transformers import AutoTokenizer
 from processors.envelope.labels import LABELS
 from processors.models.batching import MicroBatchRunner
 from processors.models.encoder import DEFAULT_POOLING, MODEL_ID, parse_pooling, pool
+from processors.models.heads import DEFAULT_HEADS_PATH
 
 FORMAT = "finsentry-onnx/1"
 MANIFEST = "manifest.json"
@@ -28,8 +30,12 @@ DEFAULT_ONNX_ROOT = Path.home() / ".cache" / "finsentry" / "onnx"
 
 
 def default_onnx_dir(encoder_dir: str | Path | None = None) -> Path:
-    """Beside a fine-tuned encoder; for the packaged one, in the user's cache."""
-    return Path(encoder_dir) / "onnx" if encoder_dir else DEFAULT_ONNX_ROOT / MODEL_ID
+    """Beside a fine-tuned encoder; for the default model, in the user's cache, under the
+    digest of its weights file (its deltas change the encoder: an old export is not it)."""
+    if encoder_dir:
+        return Path(encoder_dir) / "onnx"
+    digest = hashlib.sha256(DEFAULT_HEADS_PATH.read_bytes()).hexdigest()[:12]
+    return DEFAULT_ONNX_ROOT / f"{MODEL_ID}-{digest}"
 
 
 def read_manifest(onnx_dir: str | Path) -> dict[str, Any]:

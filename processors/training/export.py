@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoTokenizer
 
-from processors.models.encoder import MODEL_ID, SentenceEncoder, default_model_dir
+from processors.models.encoder import MODEL_ID, SentenceEncoder, default_model_dir, load_encoder
 from processors.models.heads import ClassifierHeads, heads_path_for
 from processors.models.onnx import (
     FORMAT,
@@ -60,7 +60,9 @@ def export_onnx(
     (out_dir / MANIFEST).unlink(missing_ok=True)
     source = Path(encoder_dir) if encoder_dir else default_model_dir()
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
-    model = AutoModel.from_pretrained(source, local_files_only=True, attn_implementation="eager")
+    # The default model's encoder is the packaged one with its trained deltas merged in.
+    deltas = ClassifierHeads.load(heads_path_for(encoder_dir)).encoder_deltas
+    model = load_encoder(source, deltas, attn_implementation="eager")
     example = tokenizer(["a short text", "a somewhat longer example text"], padding=True)
     args = tuple(torch.tensor(example[k]) for k in ("input_ids", "attention_mask"))
     fp32 = out_dir / "encoder.fp32.onnx"
@@ -122,7 +124,12 @@ def accuracy_gate(
     heads = ClassifierHeads.load(heads_path)
     encoders = {
         "torch": SentenceEncoder(
-            encoder_dir, "cpu", heads.max_tokens, pooling=heads.pooling, num_threads=num_threads
+            encoder_dir,
+            "cpu",
+            heads.max_tokens,
+            pooling=heads.pooling,
+            num_threads=num_threads,
+            deltas=heads.encoder_deltas,
         ),
         "onnx": OnnxEncoder(
             onnx_dir, heads.max_tokens, pooling=heads.pooling, num_threads=num_threads

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 
 from processors.envelope.labels import DATASET_LABELS, LABELS
 from processors.models.encoder import MODEL_ID, SentenceEncoder
-from processors.models.heads import DEFAULT_HEADS_PATH, ClassifierHeads
+from processors.models.heads import ClassifierHeads
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,61 @@ def label_ids(task: str, names: Sequence[str]) -> np.ndarray:
     return np.array([index[n] for n in names], dtype=np.int64)
 
 
+def load_labelled(path: str | Path, task: str) -> tuple[list[str], np.ndarray]:
+    """Texts and label indices into `LABELS[task]` (the news CSVs share the tweets' ids)."""
+    texts, names = load_csv(path, task)
+    return texts, label_ids(task, names)
+
+
+def stratified_split(y: np.ndarray, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held) row indices: `frac` of every class held, chosen by a seeded shuffle.
+
+    >>> kept, held = stratified_split(np.array([0, 0, 0, 0, 1, 1]), 0.5, 0)
+    >>> len(held), sorted(set(kept) | set(held)) == list(range(6))
+    (3, True)
+    """
+    rng = np.random.RandomState(seed)
+    held = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        rng.shuffle(rows)
+        held.append(rows[: round(frac * len(rows))])
+    held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(y)), held_idx), held_idx
+
+
+NEWS_SOURCES: tuple[str, ...] = ("sentfin", "finentity")
+NEWS_VALID_FRAC = 0.15
+NEWS_SPLIT_SEED = 0  # fixed: the news validation rows never depend on the training seed
+
+
+def news_dir(data_dir: str | Path) -> Path:
+    """The news-sentiment CSVs, beside the twitter-financial-news folder."""
+    return Path(data_dir).parent / "news-sentiment"
+
+
+def news_split(data_dir: str | Path, source: str) -> dict[str, tuple[list[str], np.ndarray]]:
+    """A news source as {"train", "valid"}: a stratified 15% validation part, seed 0."""
+    texts, y = load_labelled(news_dir(data_dir) / f"{source}.csv", "sentiment")
+    keep, held = stratified_split(y, NEWS_VALID_FRAC, NEWS_SPLIT_SEED)
+    return {
+        "train": ([texts[i] for i in keep], y[keep]),
+        "valid": ([texts[i] for i in held], y[held]),
+    }
+
+
+def report_sets(data_dir: str | Path) -> dict[str, tuple[str, list[str], np.ndarray]]:
+    """The report-only sets, never trained on: name -> (task, texts, label indices)."""
+    data_dir = Path(data_dir)
+    sets = {
+        f"twitter_{task}_valid": (task, *load_labelled(data_dir / f"{task}_valid.csv", task))
+        for task in TASKS
+    }
+    for source in NEWS_SOURCES:
+        sets[f"{source}_valid"] = ("sentiment", *news_split(data_dir, source)["valid"])
+    return sets
+
+
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Unweighted mean F1 over classes seen in truth or predictions (as sklearn does)."""
     scores = []
@@ -72,6 +127,28 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
         fn = np.sum((y_pred != c) & (y_true == c))
         scores.append(2 * tp / (2 * tp + fp + fn))
     return float(np.mean(scores)) if scores else 0.0
+
+
+def expected_calibration_error(
+    probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15
+) -> float:
+    """ECE of the top label: |accuracy - confidence| over equal-width confidence bins,
+    weighted by each bin's share of the rows (Guo et al., 2017).
+
+    >>> round(expected_calibration_error(np.array([[0.9, 0.1], [0.6, 0.4]]), np.array([0, 1])), 3)
+    0.35
+    """
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    # Bin i holds confidences in (edges[i], edges[i+1]]; a confidence of 0 joins the first.
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        rows = which == b
+        if rows.any():
+            total += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    return float(total)
 
 
 def _sha256(path: Path) -> str:
@@ -163,14 +240,24 @@ def _fit_head(
     head.eval()
 
 
+def scores(probabilities: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """n, accuracy, macro-F1 and ECE (15 bins) of probabilities against label indices."""
+    pred = probabilities.argmax(-1)
+    return {
+        "n": len(y),
+        "accuracy": float(np.mean(pred == y)),
+        "macro_f1": macro_f1(y, pred),
+        "ece": expected_calibration_error(probabilities, y),
+    }
+
+
 def _scores(heads: ClassifierHeads, task: str, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    pred = heads.predict(torch.from_numpy(x))[task].argmax(-1).numpy()
-    return {"n": len(y), "accuracy": float(np.mean(pred == y)), "macro_f1": macro_f1(y, pred)}
+    return scores(heads.predict(torch.from_numpy(x))[task].numpy(), y)
 
 
 def train_heads(
     data_dir: str | Path,
-    out_path: str | Path = DEFAULT_HEADS_PATH,
+    out_path: str | Path,
     *,
     seed: int = 0,
     epochs: int = 20,
@@ -250,16 +337,45 @@ def evaluate(
     *,
     cache_dir: Path | None = DEFAULT_CACHE_DIR,
 ) -> dict[str, Any]:
-    """Accuracy and macro-F1 of saved heads on a labelled CSV (first `limit` rows if given)."""
+    """Accuracy, macro-F1 and calibration error (ECE, 15 bins, top label) of saved heads
+    on a labelled CSV (its first `limit` rows if given)."""
+    heads, encoder = _heads_and_encoder(heads_path, encoder)
+    texts, names = load_csv(csv_path, task)
+    feats = features_for(csv_path, encoder, texts=texts, limit=limit, cache_dir=cache_dir)
+    y = label_ids(task, names[: len(feats)])
+    return {"task": task, **_scores(heads, task, feats, y)}
+
+
+def _heads_and_encoder(
+    heads_path: str | Path | None, encoder: SentenceEncoder | None
+) -> tuple[ClassifierHeads, SentenceEncoder]:
+    """Saved heads and the encoder that feeds them (rebuilt from the file if not given)."""
     heads = ClassifierHeads.load(heads_path)
     if encoder is None:
-        encoder = SentenceEncoder(pooling=heads.pooling, max_tokens=heads.max_tokens)
+        encoder = SentenceEncoder(
+            pooling=heads.pooling, max_tokens=heads.max_tokens, deltas=heads.encoder_deltas
+        )
     elif (encoder.pooling, encoder.dim) != (heads.pooling, heads.dim):
         raise ValueError(
             f"encoder pools {encoder.pooling!r} to dim {encoder.dim}; "
             f"heads want {heads.pooling!r} and dim {heads.dim}"
         )
-    texts, names = load_csv(csv_path, task)
-    feats = features_for(csv_path, encoder, texts=texts, limit=limit, cache_dir=cache_dir)
-    y = label_ids(task, names[: len(feats)])
-    return {"task": task, **_scores(heads, task, feats, y)}
+    return heads, encoder
+
+
+def evaluate_all(
+    data_dir: str | Path,
+    heads_path: str | Path | None = None,
+    encoder: SentenceEncoder | None = None,
+    *,
+    progress: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy, macro-F1 and ECE on every report set (`report_sets`): the twitter
+    valid files and each news source's validation split."""
+    heads, encoder = _heads_and_encoder(heads_path, encoder)
+    figures: dict[str, dict[str, Any]] = {}
+    for name, (task, texts, y) in report_sets(data_dir).items():
+        figures[name] = {"task": task, **_scores(heads, task, encoder.encode(texts).numpy(), y)}
+        if progress is not None:
+            progress(name, figures[name])
+    return figures

@@ -138,21 +138,6 @@ def test_the_shared_events_file_reads() -> None:
     assert all(e.start.tzinfo is UTC and e.topics for e in events.events)
 
 
-def test_date_only_published_at_is_read_as_midnight(tmp_path: Path) -> None:
-    history = tmp_path / "h.jsonl"
-    history.write_bytes(
-        b'{"text": "a", "published_at": "2020-03-09"}\n'
-        b'{"text": "b", "published_at": "2020-03-09T00:00:00Z"}\n'
-    )
-    path, n = bt.normalized_history(history, tmp_path)
-    assert n == 1 and path != history
-    assert [json.loads(line)["published_at"] for line in path.read_text().splitlines()] == [
-        "2020-03-09T00:00:00Z"
-    ] * 2
-    history.write_bytes(b'{"text": "b", "published_at": "2020-03-09T00:00:00Z"}\n')
-    assert bt.normalized_history(history, tmp_path) == (history, 0)
-
-
 # --- the re-window path on hand-made scored messages (no models) ------------------------
 
 
