@@ -403,11 +403,11 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
 WINDOW_LENGTHS: dict[str, float] = {"hourly": 3_600, "daily": 86_400}
 
 
-def detector_grid() -> dict[str, list[Any]]:
-    """The detector settings a sweep tries: `p_fire` where the detector has one."""
-    fields = DetectorConfig.model_fields
-    if "p_fire" in fields:
-        return {"p_fire": [1e-3, 1e-4, 1e-5, 1e-6]}
+def detector_grid(config: DetectorConfig) -> dict[str, list[Any]]:
+    """The detector settings a sweep tries: the false-alarm budget of the evidence
+    detector (its `p_fire` follows from it and the window length), ewma's z threshold."""
+    if config.kind == "evidence":
+        return {"false_alarms_per_month": [0.01, 0.03, 0.1, 0.3]}
     return {"z_threshold": [2.5, 3.0, 4.0, 5.0]}
 
 
@@ -417,7 +417,7 @@ def sweep_configs(
     windows: Mapping[str, float] | None = None,
 ) -> list[tuple[dict[str, Any], Config]]:
     """`config` with each combination of detector settings and tumbling window length."""
-    grid = detector_grid() if grid is None else grid
+    grid = detector_grid(config.detector) if grid is None else grid
     windows = WINDOW_LENGTHS if windows is None else windows
     combos: list[dict[str, Any]] = [{}]
     for name, values in grid.items():

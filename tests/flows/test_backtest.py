@@ -210,12 +210,13 @@ def test_cli_on_a_cache_prints_a_table_then_one_json_line(
 
 def test_sweep_grid_is_easy_to_change() -> None:
     config = load_config(env={})
-    name = next(iter(bt.detector_grid()))
-    combos = bt.sweep_configs(config, grid={name: [bt.detector_grid()[name][0]]}, windows={"w": 60})
+    grid = bt.detector_grid(config.detector)
+    name = next(iter(grid))
+    combos = bt.sweep_configs(config, grid={name: [grid[name][0]]}, windows={"w": 60})
     assert len(combos) == 1
     settings, swept = combos[0]
     assert settings["window"] == "w" and swept.window.length_seconds == 60
-    assert getattr(swept.detector, name) == bt.detector_grid()[name][0]
+    assert getattr(swept.detector, name) == grid[name][0]
 
 
 # --- the report in a headless browser ---------------------------------------------------

@@ -1,4 +1,4 @@
-"""The default offline model: frozen MiniLM encoder plus the committed heads."""
+"""The default offline model: the packaged MiniLM with the committed deltas, and its heads."""
 
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ pytestmark = pytest.mark.slow
 
 DATA_DIR = ROOT.parent / "shared/data/twitter-financial-news"
 
-# Full valid-set accuracy of the committed heads: topic 0.843, sentiment 0.830. The
-# CSVs are grouped by label, so their first 300 rows are a harder, skewed slice
-# (measured: topic 0.793, sentiment 0.777); the floors sit a few points under that.
+# Full valid-set accuracy of the default model: topic 0.881, sentiment 0.862 (0.843 and
+# 0.830 for the frozen-encoder heads these floors were set on). The CSVs are grouped by
+# label, so their first 300 rows are a harder, skewed slice (measured then: topic 0.793,
+# sentiment 0.777); the floors sit a few points under that.
 FLOORS = {"topic": 0.76, "sentiment": 0.74}
 
 TEXTS = [
@@ -40,13 +41,13 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def encoder() -> SentenceEncoder:
-    return SentenceEncoder(batch_size=64)
+def heads() -> ClassifierHeads:
+    return ClassifierHeads.load()
 
 
 @pytest.fixture(scope="module")
-def heads() -> ClassifierHeads:
-    return ClassifierHeads.load()
+def encoder(heads: ClassifierHeads) -> SentenceEncoder:
+    return SentenceEncoder(batch_size=64, max_tokens=heads.max_tokens, deltas=heads.encoder_deltas)
 
 
 def test_encoder_shape_order_and_batch_invariance(encoder: SentenceEncoder) -> None:
@@ -70,12 +71,10 @@ def test_encoder_shape_order_and_batch_invariance(encoder: SentenceEncoder) -> N
 def test_committed_heads_predict_probabilities(
     encoder: SentenceEncoder, heads: ClassifierHeads
 ) -> None:
-    assert DEFAULT_HEADS_PATH.stat().st_size < 5 * 1024 * 1024
-    assert (heads.pooling, heads.dim, heads.model_id) == (
-        encoder.pooling,
-        encoder.dim,
-        encoder.model_id,
-    )
+    assert DEFAULT_HEADS_PATH.stat().st_size < 10 * 1024 * 1024  # small enough for git
+    assert heads.encoder_deltas and heads.base_sha256
+    assert (heads.pooling, heads.dim) == (encoder.pooling, encoder.dim)
+    assert encoder.model_id == f"{heads.model_id}+adapted"
     probs = heads.predict(encoder.encode(TEXTS))
     assert set(probs) == {"topic", "sentiment"}
     for task, p in probs.items():

@@ -57,7 +57,9 @@ def test_int8_agrees_with_fp32_on_a_valid_slice(export: tuple[Path, float]) -> N
     # either way: measured on these rows, 91-94% of topics and 97% of sentiments agree,
     # at equal accuracy (on the full validation sets: -0.0 and -0.4 points).
     heads = ClassifierHeads.load()
-    torch_encoder = SentenceEncoder(device="cpu", pooling=heads.pooling)
+    torch_encoder = SentenceEncoder(
+        device="cpu", pooling=heads.pooling, deltas=heads.encoder_deltas
+    )
     onnx_encoder = OnnxEncoder(export[0], pooling=heads.pooling, batch_size=7)
     for task, (texts, names) in _valid_slice(100).items():
         truth = torch.from_numpy(label_ids(task, names))
