@@ -414,7 +414,7 @@ def load_config(
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read YAML (if given), apply `FINSENTRY_...` variables, then `overrides`.
+    """Read YAML (if given), apply `FINSENTRY_<SECTION>__<FIELD>` variables, then `overrides`.
 
     `overrides` maps dotted field paths to values, for command-line flags:
     `{"source.path": "events.jsonl"}`.
@@ -429,7 +429,9 @@ def load_config(
             raise ConfigError(f"config {path} must be a mapping of sections")
         data = loaded or {}
     for name, raw in (os.environ if env is None else env).items():
-        if name.startswith(ENV_PREFIX):
+        # Only FINSENTRY_<SECTION>__<FIELD> is a setting; FINSENTRY_CONFIG, FINSENTRY_TORCH
+        # and secrets belong to whoever reads them.
+        if name.startswith(ENV_PREFIX) and "__" in name:
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
             _set(data, dotted, yaml.safe_load(raw) if raw else raw)
     for dotted, value in (overrides or {}).items():

@@ -34,6 +34,10 @@ def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
         "FINSENTRY_DETECTOR__MIN_COUNT": "50",
         "FINSENTRY_WINDOW__LENGTH_SECONDS": "1200",
         "OTHER": "1",
+        # Not settings: read by what owns them (the flow, setup.sh, the webhook receiver).
+        "FINSENTRY_CONFIG": str(path),
+        "FINSENTRY_TORCH": "torch==2.13.0",
+        "FINSENTRY_WEBHOOK_SECRET": "s3cret",
     }
     config = load_config(
         path, env=env, overrides={"window.length_seconds": 600, "metrics.port": None}
@@ -53,6 +57,7 @@ def test_yaml_then_environment_then_overrides(tmp_path: Path) -> None:
         ("processors: [{name: p, task: mood}]\n", {}, "processors.0.task"),
         ("sinks: {alert_path: a.jsonl}\n", {}, "sinks.alert_path"),
         ("", {"FINSENTRY_DEDUPE__HORIZON_SECONDS": "soon"}, "dedupe.horizon_seconds"),
+        ("", {"FINSENTRY_DEDUPE__HORIZON": "60"}, "dedupe.horizon"),
         ("source: {kind: kafka}\n", {}, "kafka.brokers"),
         ("kafka: {client_options: {sasl_password_typo: x}}\n", {}, "sasl_password_typo"),
     ],
