@@ -67,6 +67,12 @@ class SourceConfig(_Section):
 class ParseConfig(_Section):
     max_text_chars: int = Field(10_000, gt=0)
     max_future_seconds: float = Field(86_400, ge=0)
+    max_dead_letter_payload_bytes: int = Field(
+        16_384,
+        ge=0,
+        description="the most of a bad record's raw input a dead letter keeps, in UTF-8 "
+        "bytes of the stored text; its full length and sha256 are kept beside it",
+    )
 
 
 class DedupeConfig(_Section):
@@ -277,6 +283,12 @@ class KafkaConfig(_Section):
     scored_topic: str | None = None
     alerts_topic: str | None = None
     dead_letter_topic: str | None = None
+    dead_letter_fallback_path: Path | None = Field(
+        None,
+        description="JSON lines file for dead letters the dead-letter topic would not take "
+        "(after retries); default: dead-letters-undeliverable.jsonl in sinks.state_dir, "
+        "or in the working directory when there is none",
+    )
     client_options: dict[str, Any] = {}
     connect_timeout_seconds: float = Field(5.0, gt=0)
 
@@ -318,6 +330,9 @@ class AlertRoute(_Section):
         )
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
 class ReceiverConfig(_Section):
     """One webhook endpoint. `name` is a metric label, so it is short and plain."""
 
@@ -331,6 +346,26 @@ class ReceiverConfig(_Section):
     backoff_initial_seconds: float = Field(1.0, gt=0)
     backoff_max_seconds: float = Field(300.0, gt=0)
     backoff_multiplier: float = Field(2.0, ge=1)
+    allow_http: bool = Field(False, description="allow a plain http:// URL off loopback")
+    ca_bundle: Path | None = Field(None, description="CA certificates to verify the receiver")
+    client_cert: Path | None = Field(None, description="client certificate (PEM) for mTLS")
+    client_key: Path | None = Field(None, description="its private key, if not in client_cert")
+
+    @model_validator(mode="after")
+    def _trusted_transport(self) -> ReceiverConfig:
+        # Plain http carries the alert and its signature in the clear; loopback is exempt
+        # (a local relay or a test receiver), anything else must opt in.
+        if (
+            self.url.scheme == "http"
+            and not self.allow_http
+            and (self.url.host or "").strip("[]") not in LOOPBACK_HOSTS
+        ):
+            raise ValueError(
+                f"receiver {self.name}: url is plain http://; use https:// or set allow_http: true"
+            )
+        if self.client_key is not None and self.client_cert is None:
+            raise ValueError(f"receiver {self.name}: client_key needs client_cert")
+        return self
 
     def backoff(self, attempts: int) -> float:
         """Delay after the `attempts`-th failure: exponential, capped, with equal jitter."""
@@ -352,6 +387,9 @@ class WebhookConfig(_Section):
     external_url: str = Field("", description="Alertmanager payloads' externalURL")
     poll_seconds: float = Field(1.0, gt=0, description="look for rows other processes queued")
     close_timeout_seconds: float = Field(10.0, ge=0, description="bound on the flush at close")
+    drain_seconds: float = Field(
+        10.0, ge=0, description="at the end of a finite input, wait this long for deliveries"
+    )
 
     @field_validator("receivers")
     @classmethod

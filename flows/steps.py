@@ -28,7 +28,13 @@ from flows.sources import RawRecord
 from processors.chain.chain import Chain
 from processors.detection import DETECTORS, Detector
 from processors.detection.lifecycle import TopicMonitor
-from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
+from processors.envelope.message import (
+    AlertEvent,
+    DeadLetter,
+    Message,
+    TopicWindow,
+    dead_letter,
+)
 from processors.envelope.parse import Parser
 from processors.stream.dedupe import Deduplicator
 from processors.stream.frontier import ReorderBuffer
@@ -44,6 +50,7 @@ class ParseStep:
         self.parser = Parser(
             max_text_chars=config.parse.max_text_chars,
             max_future=timedelta(seconds=config.parse.max_future_seconds),
+            max_dead_letter_payload_bytes=config.parse.max_dead_letter_payload_bytes,
         )
         self.observers = observers
         self.input_kind = config.source.kind
@@ -189,10 +196,10 @@ def observe_by_topic(batch: list[Message]) -> list[tuple[str, Observation]]:
 
 def late_letter(late: Observation, now: datetime) -> DeadLetter:
     """An observation that arrived after its window closed, as a dead letter."""
-    return DeadLetter(
+    return dead_letter(
         reason="late",
         detail=f"event time {late.published_at.isoformat()} is behind the {late.topic} watermark",
-        payload=late.text,
+        raw=late.text,
         source=late.topic,
         position=late.id,
         at=now,

@@ -15,7 +15,7 @@ from bytewax.recovery import init_db_dir
 
 from flows.config import Config
 from flows.sinks.console import ConsoleAlertSink
-from flows.sinks.kafka import alert_sink, dead_letter_sink, scored_sink
+from flows.sinks.kafka import FALLBACK_FILE, alert_sink, dead_letter_sink, scored_sink
 from flows.sinks.observe import Observers, ObserverSink
 from flows.sinks.webhook import WebhookDelivery, WebhookSink
 from flows.sources import RawRecord
@@ -107,10 +107,12 @@ def build_outputs(
             target.append(FileSink(path))
     k = config.kafka
     remembering_alerts = partial(alert_sink, state_dir=sinks.state_dir)
+    fallback = k.dead_letter_fallback_path or (sinks.state_dir or Path()) / FALLBACK_FILE
+    letters_or_file = partial(dead_letter_sink, fallback_path=fallback)
     for topic, target, make in (
         (k.scored_topic, outputs.scored, scored_sink),
         (k.alerts_topic, outputs.alerts, remembering_alerts),
-        (k.dead_letter_topic, outputs.dead_letters, dead_letter_sink),
+        (k.dead_letter_topic, outputs.dead_letters, letters_or_file),
     ):
         if topic is not None:
             target.append(

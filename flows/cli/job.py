@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from flows.config import Config
+    from flows.job import Job
     from flows.sinks.observe import Observers
 
 DEMO_OVERRIDES: dict[str, Any] = {
@@ -202,12 +203,34 @@ def execute(config: Config, args: argparse.Namespace) -> int:
     try:
         job.run(getattr(args, "workers", 1), process_id, split(getattr(args, "addresses", None)))
         summary(job.observers, time.monotonic() - started)
+        undelivered = drain_webhooks(job, config.webhook.drain_seconds)
         if args.linger > 0:
             print(f"input ended; serving metrics for {args.linger:.0f} s more", flush=True)
             time.sleep(args.linger)
     finally:
         job.close()
-    return 0
+    return UNDELIVERED_EXIT if undelivered else 0
+
+
+UNDELIVERED_EXIT = 3
+
+
+def drain_webhooks(job: Job, seconds: float) -> int:
+    """At the end of a finite input: wait up to `seconds` for the webhook outbox to empty;
+    returns (and reports) how many deliveries are still pending, which wait for a rerun."""
+    if job.delivery is None:
+        return 0
+    job.delivery.start()  # a flow that raised no alert never built the sink
+    job.delivery.drain(seconds)
+    left = job.delivery.pending()
+    if left:
+        print(
+            f"error: {left} webhook deliveries still pending after {seconds:g} s;"
+            f" they stay in the outbox and are sent by the next run on this state dir",
+            file=sys.stderr,
+            flush=True,
+        )
+    return left
 
 
 def summary(observers: Observers, wall: float) -> None:

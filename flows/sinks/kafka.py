@@ -8,16 +8,24 @@ that refuses it gets a plain `acks="all"` producer instead.
 A job resumed from a snapshot emits again what it emitted after that snapshot. For
 alerts that matters, so the alert sink keeps the ids it sent in a `SentLog` and
 skips them.
+
+Dead letters are the exception to failing loudly: a letter the topic will not take
+would stop the job again on every restart, so the dead-letter sink retries it and then
+appends it to a local file instead (`DeadLetterSink`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+import msgspec
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
@@ -25,6 +33,8 @@ from kafka.errors import (
     ClusterAuthorizationFailedError,
     KafkaConfigurationError,
     KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
     TopicAlreadyExistsError,
     UnsupportedVersionError,
 )
@@ -32,7 +42,14 @@ from kafka.producer.future import FutureRecordMetadata
 
 from flows.config import check_client_options
 from flows.sources.kafka import KafkaMetrics, unavailable_as
-from processors.envelope.message import AlertEvent, DeadLetter, Message, to_json
+from processors.envelope.message import (
+    MAX_DETAIL_BYTES,
+    AlertEvent,
+    DeadLetter,
+    Message,
+    cut_utf8,
+    to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +220,14 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
         self._log.add(once(item) for item in fresh)
 
     def _deliver(self, items: list[X]) -> None:
+        """Send `items`; what was not delivered goes to `_undelivered`."""
+        failed = self._attempt(items)
+        if failed:
+            self._undelivered(items, failed)
+            return
+        self._sink.metrics.up(self._client)
+
+    def _attempt(self, items: list[X]) -> list[tuple[X, Exception]]:
         """Send `items`, falling back to a non-idempotent producer if the broker wants."""
         failed = self._send(items)
         if failed and self._producer.config["enable_idempotence"]:
@@ -216,36 +241,38 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
                 self._producer.close()
                 self._producer = self._sink.producer(idempotent=False)
                 failed = self._send(refused)
-        if failed:
-            self._sink.metrics.down(self._client, "produce")
-            raise KafkaDeliveryError(
-                f"{len(failed)} of {len(items)} records not delivered to {self._sink.topic!r}: "
-                f"{failed[0][1]!r}"
-            )
-        self._sink.metrics.up(self._client)
+        return failed
+
+    def _undelivered(self, items: list[X], failed: list[tuple[X, Exception]]) -> None:
+        """Raise, so that Bytewax does not move past records the broker did not take."""
+        self._sink.metrics.down(self._client, "produce")
+        raise KafkaDeliveryError(
+            f"{len(failed)} of {len(items)} records not delivered to {self._sink.topic!r}: "
+            f"{failed[0][1]!r}"
+        )
 
     def _send(self, items: list[X]) -> list[tuple[X, Exception]]:
         """Send and flush; returns the items that failed, with why."""
         sink = self._sink
         futures: list[tuple[X, FutureRecordMetadata]] = []
+        failed: list[tuple[X, Exception]] = []
         for item in items:
             key = sink.key(item) if sink.key else None
             headers = sink.headers(item) if sink.headers else {}
-            futures.append(
-                (
-                    item,
-                    self._producer.send(
-                        sink.topic,
-                        value=sink.value(item),
-                        key=key.encode() if isinstance(key, str) else key,
-                        headers=[
-                            (k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()
-                        ],
-                    ),
+            try:  # e.g. MessageSizeTooLargeError, raised by send itself
+                future = self._producer.send(
+                    sink.topic,
+                    value=sink.value(item),
+                    key=key.encode() if isinstance(key, str) else key,
+                    headers=[
+                        (k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()
+                    ],
                 )
-            )
+            except KafkaError as exc:
+                failed.append((item, exc))
+                continue
+            futures.append((item, future))
         self._producer.flush()
-        failed = []
         for item, future in futures:
             try:
                 future.get()
@@ -288,8 +315,132 @@ def _event_id(alert: AlertEvent) -> str:
     return alert.event_id
 
 
-def dead_letter_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[DeadLetter]:
-    """Dead letters, with their reason as a header so consumers can filter without parsing."""
-    return KafkaSink(
-        brokers, topic, value=to_json, headers=lambda d: {"reason": d.reason}, **options
+FALLBACK_FILE = "dead-letters-undeliverable.jsonl"
+
+
+class DeadLetterSink(KafkaSink[DeadLetter]):
+    """Dead letters, which must never stop the job: one the topic will not take (too
+    large, broker away) is retried `retries` times, `backoff` seconds doubling, when the
+    error is retriable; then it is appended to `fallback_path` as one JSON line,
+    `{"topic", "error", "at", "letter"}`, and counted in
+    `finsentry_dead_letters_undeliverable_total`.
+    """
+
+    def __init__(
+        self,
+        brokers: list[str],
+        topic: str,
+        *,
+        fallback_path: Path | None = None,
+        retries: int = 3,
+        backoff: float = 0.2,
+        **options: Any,
+    ) -> None:
+        super().__init__(
+            brokers, topic, value=to_json, headers=lambda d: {"reason": d.reason}, **options
+        )
+        self.fallback_path = fallback_path or Path(FALLBACK_FILE)
+        self.retries = retries
+        self.backoff = backoff
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> DeadLetterSinkPartition:
+        return DeadLetterSinkPartition(self)
+
+
+class DeadLetterSinkPartition(KafkaSinkPartition[DeadLetter]):
+    """One worker's dead-letter producer: retries, then the local file, never a raise."""
+
+    _sink: DeadLetterSink
+
+    def _send(self, items: list[DeadLetter]) -> list[tuple[DeadLetter, Exception]]:
+        try:
+            return super()._send(items)
+        except Exception as exc:  # at flush, or unforeseen: none is known to be delivered
+            return [(item, exc) for item in items]
+
+    def _attempt(self, items: list[DeadLetter]) -> list[tuple[DeadLetter, Exception]]:
+        try:  # e.g. no broker for the producer without idempotence
+            return super()._attempt(items)
+        except Exception as exc:
+            return [(item, exc) for item in items]
+
+    def _undelivered(
+        self, items: list[DeadLetter], failed: list[tuple[DeadLetter, Exception]]
+    ) -> None:
+        sink = self._sink
+        for attempt in range(sink.retries):
+            again = [item for item, exc in failed if _retriable(exc)]
+            if not again:
+                break
+            time.sleep(sink.backoff * 2**attempt)
+            failed = [(i, e) for i, e in failed if not _retriable(e)] + self._attempt(again)
+        if not failed:
+            sink.metrics.up(self._client)
+            return
+        if all(_error_kind(exc) == "too_large" for _, exc in failed):
+            sink.metrics.up(self._client)  # the broker is there; the records were the problem
+        else:
+            sink.metrics.down(self._client, "produce")
+        self._fall_back(failed)
+
+    def _fall_back(self, failed: list[tuple[DeadLetter, Exception]]) -> None:
+        sink = self._sink
+        at = datetime.now(UTC)
+        lines = b"".join(
+            msgspec.json.encode(
+                {
+                    "topic": sink.topic,
+                    "error": cut_utf8(repr(exc), MAX_DETAIL_BYTES),
+                    "at": at,
+                    "letter": letter,
+                }
+            )
+            + b"\n"
+            for letter, exc in failed
+        )
+        try:
+            sink.fallback_path.parent.mkdir(parents=True, exist_ok=True)
+            with sink.fallback_path.open("ab") as file:  # one write: appends do not interleave
+                file.write(lines)
+                file.flush()
+                os.fsync(file.fileno())
+            outcome = "fallback"
+            log.error(
+                "%s: %d dead letters not delivered (%r); appended to %s",
+                self._client,
+                len(failed),
+                failed[0][1],
+                sink.fallback_path,
+            )
+        except OSError:
+            outcome = "lost"
+            log.exception(
+                "%s: %d dead letters not delivered (%r) and not written to %s; dropped",
+                self._client,
+                len(failed),
+                failed[0][1],
+                sink.fallback_path,
+            )
+        for _, exc in failed:
+            sink.metrics.undeliverable.labels(_error_kind(exc), outcome).inc()
+
+
+def _retriable(exc: Exception) -> bool:
+    """Whether sending again may succeed: not for a record that is too large, say."""
+    return not isinstance(exc, KafkaError) or bool(exc.retriable)
+
+
+def _error_kind(exc: Exception) -> str:
+    return (
+        "too_large"
+        if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError)
+        else "produce"
     )
+
+
+def dead_letter_sink(
+    brokers: list[str], topic: str, fallback_path: Path | None = None, **options: Any
+) -> DeadLetterSink:
+    """Dead letters, with their reason as a header so consumers can filter without parsing;
+    those the topic will not take go to `fallback_path` (see `DeadLetterSink`)."""
+    return DeadLetterSink(brokers, topic, fallback_path=fallback_path, **options)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 StartingOffset = Literal["earliest", "latest"]
 
 ERROR_KINDS: tuple[str, ...] = ("unavailable", "offset_out_of_range", "fetch", "produce")
+UNDELIVERABLE_ERRORS: tuple[str, ...] = ("too_large", "produce")
+UNDELIVERABLE_OUTCOMES: tuple[str, ...] = ("fallback", "lost")
 
 _BACKOFF_MIN = 0.5  # seconds before the first retry after losing the broker
 _BACKOFF_MAX = 30.0
@@ -87,6 +89,17 @@ class KafkaMetrics:
         )
         for kind in ERROR_KINDS:
             self.errors.labels(kind)
+        self.undeliverable = Counter(
+            "finsentry_dead_letters_undeliverable_total",
+            "Dead letters the dead-letter topic would not take after retries, by the error "
+            "(too_large, produce) and where they went instead (fallback: the local file; "
+            "lost: that file could not be written either).",
+            ["error", "outcome"],
+            registry=self.registry,
+        )
+        for error in UNDELIVERABLE_ERRORS:
+            for outcome in UNDELIVERABLE_OUTCOMES:
+                self.undeliverable.labels(error, outcome)
         self.connected = Gauge(
             "finsentry_kafka_connected",
             "1 while every Kafka client of the job reaches its broker, else 0.",

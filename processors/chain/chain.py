@@ -10,7 +10,7 @@ from time import perf_counter
 import msgspec
 
 from processors.chain.base import Processor
-from processors.envelope.message import DeadLetter, Message, to_json
+from processors.envelope.message import DeadLetter, Message, dead_letter, to_json
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,10 @@ def _one_by_one(
             ok.extend(processor.process([message]))
         except Exception as exc:
             failed.append(
-                DeadLetter(
+                dead_letter(
                     reason="processor_error",
                     detail=f"{processor.name}: {type(exc).__name__}: {exc}",
-                    payload=to_json(message).decode(),
+                    raw=to_json(message),
                     source=message.header.source,
                     position=message.header.id,
                     at=datetime.now(UTC),

@@ -10,6 +10,7 @@ thousands of them, and rescanning them took a large share of its time.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 import msgspec
@@ -64,14 +65,68 @@ class Message(msgspec.Struct, frozen=True, gc=False):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
-    """An input that could not be processed, kept with the reason why."""
+    """An input that could not be processed, kept with the reason why.
+
+    Build one with `dead_letter`, which bounds `payload` and `detail` so that a letter
+    always fits where it goes (a Kafka topic, a file), whatever the input held.
+    """
 
     reason: str  # one of processors.envelope.parse.REASONS
-    detail: str
-    payload: str  # the raw input, decoded with replacement if it was not UTF-8
+    detail: str  # at most MAX_DETAIL_BYTES of UTF-8
+    payload: str  # the raw input, decoded with replacement if not UTF-8, and maybe cut
     source: str  # the input it came from, e.g. "file:events.jsonl"
     position: str | None = None  # line number or partition/offset
     at: datetime | None = None
+    payload_bytes: int = -1  # length of the original raw input in bytes; -1: not known
+    payload_sha256: str = ""  # hex digest of the original raw bytes; "": not known
+
+
+MAX_DEAD_LETTER_PAYLOAD_BYTES = 16 * 1024
+MAX_DETAIL_BYTES = 1024
+
+
+def dead_letter(
+    reason: str,
+    detail: str,
+    raw: bytes | str,
+    source: str,
+    position: str | None = None,
+    at: datetime | None = None,
+    *,
+    max_payload_bytes: int = MAX_DEAD_LETTER_PAYLOAD_BYTES,
+) -> DeadLetter:
+    """A `DeadLetter` for `raw`, the one place where payloads are cut.
+
+    The stored payload is `raw` decoded as UTF-8 with replacement, cut to at most
+    `max_payload_bytes` bytes of UTF-8 (so replacement characters, three bytes each,
+    cannot blow it up); the original length and sha256 digest are kept beside it.
+    A `str` is taken as its UTF-8 encoding. `detail` is cut to `MAX_DETAIL_BYTES`.
+    """
+    data = raw if isinstance(raw, bytes) else raw.encode("utf-8", errors="surrogatepass")
+    return DeadLetter(
+        reason=reason,
+        detail=cut_utf8(detail, MAX_DETAIL_BYTES),
+        # Each raw byte decodes to at least one byte of UTF-8, so a prefix of
+        # `max_payload_bytes` (and 3 more, not to split the last character) is enough.
+        payload=cut_utf8(
+            data[: max_payload_bytes + 3].decode("utf-8", errors="replace"), max_payload_bytes
+        ),
+        source=source,
+        position=position,
+        at=at,
+        payload_bytes=len(data),
+        payload_sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def cut_utf8(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, never within a character."""
+    if len(text) * 4 <= limit:  # fast path: cannot exceed the limit
+        return text
+    encoded = text.encode("utf-8", errors="replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", errors="ignore")
 
 
 class Evidence(msgspec.Struct, frozen=True, gc=False):

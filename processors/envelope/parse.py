@@ -14,7 +14,14 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import msgspec
 
-from processors.envelope.message import Body, DeadLetter, Header, Message
+from processors.envelope.message import (
+    MAX_DEAD_LETTER_PAYLOAD_BYTES,
+    Body,
+    DeadLetter,
+    Header,
+    Message,
+    dead_letter,
+)
 
 REASONS: tuple[str, ...] = (
     "not_utf8",
@@ -64,13 +71,15 @@ class Parser:
 
     `max_future` bounds how far ahead of the ingest clock an event time may be, and
     `earliest` how far back; times outside are `absurd_timestamp`. Event times without
-    an offset are taken as UTC.
+    an offset are taken as UTC. A dead letter keeps at most `max_dead_letter_payload_bytes`
+    of the raw input (UTF-8 bytes of the stored text), with its length and digest.
     """
 
     max_text_chars: int = 10_000
     max_future: timedelta = timedelta(days=1)
     earliest: datetime = datetime(1990, 1, 1, tzinfo=UTC)
     default_source: str = "unknown"
+    max_dead_letter_payload_bytes: int = MAX_DEAD_LETTER_PAYLOAD_BYTES
 
     def parse(
         self, raw: bytes, origin: str, position: str | None, now: datetime
@@ -149,8 +158,8 @@ class Parser:
         now = now or datetime.now(UTC)
         return [self.parse(raw, origin, position, now) for raw, position in raws]
 
-    @staticmethod
     def _dead(
+        self,
         raw: bytes,
         origin: str,
         position: str | None,
@@ -158,8 +167,15 @@ class Parser:
         reason: str,
         detail: str,
     ) -> DeadLetter:
-        payload = raw.decode("utf-8", errors="replace")
-        return DeadLetter(reason, detail, payload, origin, position, now)
+        return dead_letter(
+            reason,
+            detail,
+            raw,
+            origin,
+            position,
+            now,
+            max_payload_bytes=self.max_dead_letter_payload_bytes,
+        )
 
 
 def _decode(raw: bytes) -> _Item:

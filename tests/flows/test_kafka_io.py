@@ -21,11 +21,13 @@ from kafka.errors import ClusterAuthorizationFailedError
 
 from flows.replay import replay
 from flows.sinks.kafka import (
+    DeadLetterSink,
     KafkaSink,
     KafkaSinkPartition,
     alert_sink,
     dead_letter_sink,
     ensure_topic,
+    make_producer,
 )
 from flows.sources import RawRecord
 from flows.sources.kafka import (
@@ -35,7 +37,7 @@ from flows.sources.kafka import (
     KafkaUnavailable,
     TopicNotFound,
 )
-from processors.envelope.message import NO_END, AlertEvent, DeadLetter, to_json
+from processors.envelope.message import NO_END, AlertEvent, DeadLetter, dead_letter, to_json
 from tests.brokers import TANSU, TANSU_END_OFFSETS, TANSU_NO_OUT_OF_RANGE, Broker, free_port
 from tests.helpers import T0, window
 
@@ -307,6 +309,35 @@ def test_alert_and_dead_letter_sinks(broker: Broker, topic: str) -> None:
     [record] = consume(broker, letters, 1)
     assert record.value == to_json(letter)
     assert record.headers == [("reason", b"invalid_json")]
+
+
+def test_dead_letter_sink_writes_what_the_topic_refuses_to_a_file(
+    broker: Broker, topic: str, tmp_path: Path
+) -> None:
+    class Small(DeadLetterSink):
+        """A producer whose max_request_size a modest letter exceeds: the real error."""
+
+        def producer(self, idempotent: bool = True) -> KafkaProducer:
+            options = {**self.options, "max_request_size": 2048}
+            return make_producer(self.brokers, options, self.connect_timeout, idempotent)
+
+    ensure_topic([broker.address], topic, partitions=1)
+    metrics = KafkaMetrics()
+    fallback = tmp_path / "fallback.jsonl"
+    big = dead_letter("not_utf8", "bad bytes", b"\xff" * 5000, "kafka:news/0", "1")
+    small = DeadLetter("invalid_json", "expected value", "{oops", "kafka:news/0", "2")
+    sink = Small([broker.address], topic, fallback_path=fallback, metrics=metrics, backoff=0.01)
+    partition = sink.build("out", 0, 1)
+    partition.write_batch([big, small])  # does not raise
+    partition.close()
+    [record] = consume(broker, topic, 1)
+    assert record.value == to_json(small)
+    [line] = fallback.read_bytes().splitlines()
+    assert b"MessageSizeTooLargeError" in line and to_json(big) in line
+    labels = {"error": "too_large", "outcome": "fallback"}
+    assert (
+        metrics.registry.get_sample_value("finsentry_dead_letters_undeliverable_total", labels) == 1
+    )
 
 
 class _RefusingProducer:

@@ -1,9 +1,9 @@
 """Alert delivery to webhooks: routed, signed, retried, and sent once per alert event.
 
 `WebhookDelivery` (`delivery`) is the one object a job needs: `enqueue` writes each
-alert event into the durable outbox (`outbox`) once per matching receiver, and a
-dispatcher thread POSTs the outbox's pending rows with timeouts and exponential
-backoff with jitter, in order per receiver. Everything a receiver has not confirmed
+alert event into the durable outbox (`outbox`) once per matching receiver, and one
+worker thread per receiver POSTs its pending rows, each POST under a total deadline,
+with exponential backoff with jitter, in order. Everything a receiver has not confirmed
 survives a restart, and a replayed alert event is a no-op, so each receiver gets each
 state change once. `WebhookSink` (`sink`) plugs this into a Bytewax dataflow.
 

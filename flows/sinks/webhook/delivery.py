@@ -1,22 +1,24 @@
-"""The webhook dispatcher: the durable outbox, a thread that POSTs its rows, and metrics.
+"""The webhook dispatcher: the durable outbox, one thread per receiver, and metrics.
 
 `WebhookDelivery.enqueue` writes each alert event into the outbox (`outbox`) once per
-matching receiver, and a dispatcher thread POSTs the outbox's pending rows with
-timeouts and exponential backoff with jitter, in order per receiver. Everything a
-receiver has not confirmed survives a restart, and a replayed alert event is a no-op,
-so each receiver gets each state change once.
+matching receiver, and each receiver's own worker thread POSTs its pending rows with a
+total deadline per POST and exponential backoff with jitter, in order, so a slow or
+dead receiver delays no other. Everything a receiver has not confirmed survives a
+restart, and a replayed alert event is a no-op, so each receiver gets each state
+change once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -65,29 +67,120 @@ class WebhookMetrics:
             self.duration.labels(name)
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A signed POST must not be re-sent elsewhere (urllib would turn it into a GET)."""
+class DeadlineExceeded(TimeoutError):
+    """The POST did not finish (connect, send, whole response) within its deadline."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+
+def tls_context(receiver: ReceiverConfig) -> ssl.SSLContext:
+    """Certificate-verifying TLS for the receiver: its `ca_bundle` (else the system's
+    CAs) and, for mutual TLS, its `client_cert`/`client_key`."""
+    context = ssl.create_default_context(
+        cafile=str(receiver.ca_bundle) if receiver.ca_bundle else None
+    )
+    if receiver.client_cert is not None:
+        context.load_cert_chain(
+            receiver.client_cert, receiver.client_key if receiver.client_key else None
+        )
+    return context
+
+
+def post(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, str | None]:
+    """POST `body` and read the whole answer within `timeout` seconds in all.
+
+    Every socket operation gets the time that is left as its timeout, and a watchdog
+    shuts the socket down at the deadline, so a receiver that dribbles its answer
+    a byte at a time cannot hold the POST past it. Redirects are not followed (a signed
+    POST must not go elsewhere). Returns (status, Retry-After); raises OSError (a
+    `DeadlineExceeded` past the deadline) or http.client.HTTPException.
+    """
+    deadline = time.monotonic() + timeout
+
+    def left() -> float:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"no complete answer within {timeout:g}s")
+        return remaining
+
+    parts = urlsplit(url)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    conn: http.client.HTTPConnection
+    if parts.scheme == "https":
+        conn = http.client.HTTPSConnection(
+            parts.hostname or "", parts.port, timeout=left(), context=context
+        )
+    else:
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=left())
+    expired = threading.Event()
+    # Our own reference: http.client drops conn.sock once the answer's headers say the
+    # connection closes, while the answer's body is still read from that socket.
+    held: list[socket.socket] = []
+
+    def expire() -> None:
+        expired.set()
+        for sock in held:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    watchdog = threading.Timer(timeout, expire)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        conn.connect()
+        sock = conn.sock
+        held.append(sock)
+        if expired.is_set():
+            expire()
+        sock.settimeout(left())
+        conn.request("POST", target, body=body, headers=headers)
+        sock.settimeout(left())
+        response = conn.getresponse()
+        while True:  # the answer does not matter, only its status, but it must be whole
+            sock.settimeout(left())
+            if not response.read(65536):
+                break
+        left()
+        return response.status, response.getheader("Retry-After")
+    except (OSError, http.client.HTTPException) as exc:
+        if expired.is_set() or time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"no complete answer within {timeout:g}s") from exc
+        raise
+    finally:
+        watchdog.cancel()
+        conn.close()
 
 
 class WebhookDelivery:
-    """The outbox plus its dispatcher thread; one per process.
+    """The outbox plus one worker thread per receiver; one per process.
 
     `enqueue` may be called before `start` and from any thread; rows wait in the
-    outbox until a dispatcher sends them, in this process or after a restart.
+    outbox until a worker sends them, in this process or after a restart. A receiver
+    is its name plus its URL: rows a receiver's old URL never confirmed are sent to
+    its new one, and events its old URL got are sent again to the new one.
     """
 
     def __init__(self, config: WebhookConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.receivers = {r.name: r for r in config.receivers}
+        self.urls = {r.name: str(r.url) for r in config.receivers}
         self.metrics = WebhookMetrics(registry or CollectorRegistry(), list(self.receivers))
         self.outbox = Outbox((config.state_dir or DEFAULT_STATE_DIR) / OUTBOX_FILE)
-        self._opener = urllib.request.build_opener(_NoRedirect)
-        self._wake = threading.Event()
+        self.outbox.adopt_legacy(self.urls)
+        for name, url in self.urls.items():
+            if moved := self.outbox.retarget(name, url):
+                log.warning("webhook %s: URL changed; %d pending rows go to %s", name, moved, url)
+        self._contexts = {
+            r.name: tls_context(r) for r in config.receivers if r.url.scheme == "https"
+        }
+        self._wake = {name: threading.Event() for name in self.receivers}
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._started = False
         self._start_lock = threading.Lock()
         self._closed = False
         self._refresh_depth()
@@ -98,26 +191,40 @@ class WebhookDelivery:
         An event a receiver already has (pending, delivered or failed) is not added
         again, so replaying alerts after a restart sends nothing twice.
         """
-        added = sum(
-            self.outbox.add(r.name, alert.event_id, render(alert, r, self.config.external_url))
-            for r in self.receivers.values()
-            if r.route.accepts(alert)
-        )
+        added = 0
+        for r in self.receivers.values():
+            if r.route.accepts(alert) and self.outbox.add(
+                r.name,
+                self.urls[r.name],
+                alert.event_id,
+                render(alert, r, self.config.external_url),
+            ):
+                added += 1
+                self._wake[r.name].set()
         if added:
             self._refresh_depth()
-            self._wake.set()
         return added
 
     def start(self) -> None:
-        """Start the dispatcher (idempotent); rows left pending by a previous run go first."""
+        """Start the workers (idempotent); rows left pending by a previous run go first."""
         with self._start_lock:
-            if self._thread is not None or self._closed:
+            if self._started or self._closed:
                 return
-            self.outbox.retry_now(self.receivers)
-            self._thread = threading.Thread(
-                target=self._run, name="finsentry-webhooks", daemon=True
-            )
-            self._thread.start()
+            self._started = True
+            for name, receiver in self.receivers.items():
+                self.outbox.retry_now(name, self.urls[name])
+                thread = threading.Thread(
+                    target=self._run,
+                    args=(receiver,),
+                    name=f"finsentry-webhook-{name}",
+                    daemon=True,
+                )
+                thread.start()
+                self._threads.append(thread)
+
+    def pending(self) -> int:
+        """Rows still waiting for one of the configured receivers."""
+        return sum(self._refresh_depth().values())
 
     def drain(self, timeout: float) -> bool:
         """Wait until no row is pending, for at most `timeout` seconds; True if none is."""
@@ -135,8 +242,8 @@ class WebhookDelivery:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-        if thread is not None:
+            threads = list(self._threads)
+        if threads:
             flush = self.config.close_timeout_seconds if timeout is None else timeout
             if not self.drain(flush):
                 log.warning(
@@ -144,38 +251,44 @@ class WebhookDelivery:
                     flush,
                 )
             self._stop.set()
-            self._wake.set()
-            thread.join(max((r.timeout_seconds for r in self.receivers.values()), default=0) + 5)
+            for wake in self._wake.values():
+                wake.set()
+            # Each POST ends by its deadline, so the workers end soon after; they are
+            # daemons, and a lease left by one still mid-POST runs out on its own.
+            join_by = (
+                time.monotonic()
+                + 5
+                + max((r.timeout_seconds for r in self.receivers.values()), default=0)
+            )
+            for thread in threads:
+                thread.join(max(0.0, join_by - time.monotonic()))
         self.outbox.close()
 
-    def _run(self) -> None:
+    def _run(self, receiver: ReceiverConfig) -> None:
+        wake = self._wake[receiver.name]
         while not self._stop.is_set():
-            self._wake.clear()  # before the pass, so an enqueue during it is not missed
+            wake.clear()  # before the pass, so an enqueue during it is not missed
             wait = self.config.poll_seconds
             try:
-                next_due = self._send_due()
+                next_due = self._send_due(receiver)
                 self._refresh_depth()
-            except Exception:  # the dispatcher must outlive a bad row or a busy database
-                log.exception("webhook dispatcher pass failed; trying again in %.1fs", wait)
+            except Exception:  # the worker must outlive a bad row or a busy database
+                log.exception(
+                    "webhook %s: dispatcher pass failed; trying again in %.1fs", receiver.name, wait
+                )
                 next_due = None
             if next_due is not None:
                 wait = min(wait, max(0.0, next_due - time.time()))
-            self._wake.wait(wait)
+            wake.wait(wait)
 
-    def _send_due(self) -> float | None:
-        """Send every due row, oldest first per receiver; return when the next is due."""
+    def _send_due(self, receiver: ReceiverConfig) -> float | None:
+        """Send the receiver's due rows, oldest first; return when the next is due."""
+        url = self.urls[receiver.name]
         while not self._stop.is_set():
-            next_due: float | None = None
-            sent = False
-            for receiver in self.receivers.values():
-                claimed = self.outbox.claim(receiver.name, receiver.timeout_seconds + 30)
-                if isinstance(claimed, Row):
-                    self._send(receiver, claimed)
-                    sent = True
-                elif claimed is not None:
-                    next_due = claimed if next_due is None else min(next_due, claimed)
-            if not sent:
-                return next_due
+            claimed = self.outbox.claim(receiver.name, url, receiver.timeout_seconds + 30)
+            if not isinstance(claimed, Row):
+                return claimed
+            self._send(receiver, claimed)
         return None
 
     def _send(self, receiver: ReceiverConfig, row: Row) -> None:
@@ -190,21 +303,22 @@ class WebhookDelivery:
             headers[SIGNATURE_HEADER] = sign(
                 receiver.secret.get_secret_value(), timestamp, row.body
             )
-        request = urllib.request.Request(
-            str(receiver.url), data=row.body, headers=headers, method="POST"
-        )
         started = time.perf_counter()
         error: str | None = None
         retryable = False
         retry_after = 0.0
         try:
-            with self._opener.open(request, timeout=receiver.timeout_seconds) as response:
-                response.read(65536)  # the answer does not matter, only its status
-        except urllib.error.HTTPError as exc:
-            error = f"HTTP {exc.code}"
-            retryable = exc.code >= 500 or exc.code in _RETRYABLE_STATUSES
-            retry_after = _retry_after(exc.headers.get("Retry-After"))
-            exc.close()
+            status, retry_header = post(
+                row.url,
+                row.body,
+                headers,
+                receiver.timeout_seconds,
+                self._contexts.get(receiver.name),
+            )
+            if not 200 <= status < 300:  # 3xx too: redirects are not followed
+                error = f"HTTP {status}"
+                retryable = status >= 500 or status in _RETRYABLE_STATUSES
+                retry_after = _retry_after(retry_header)
         except (OSError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
             retryable = True
@@ -240,7 +354,7 @@ class WebhookDelivery:
         self.metrics.deliveries.labels(receiver.name, outcome).inc()
 
     def _refresh_depth(self) -> dict[str, int]:
-        depth = self.outbox.depth(self.receivers)
+        depth = self.outbox.depth(self.urls.items())
         for name, n in depth.items():
             self.metrics.outbox_depth.labels(name).set(n)
         return depth

@@ -1,4 +1,4 @@
-"""A durable outbox for alert deliveries: one SQLite row per (receiver, alert event).
+"""A durable outbox for alert deliveries: one SQLite row per (receiver, URL, alert event).
 
 Alerts must reach their receivers even when a receiver is down for a while or the job
 restarts, and must not reach them twice when the job replays its input after a
@@ -6,10 +6,17 @@ restart. So every delivery is first written here (the UNIQUE key makes a repeate
 enqueue a no-op), and a dispatcher works the table off. Rows are leased while a POST
 is in flight, so two dispatchers on one state directory never send the same row at
 the same time, and a row whose dispatcher died mid-POST is retried once the lease ends.
+
+A receiver is identified by its name *and* URL: an event delivered to a receiver's old
+URL is not "sent" for its new one. Schema history: v1 had a table `outbox` keyed by
+(receiver, event_id); v2 is the table `deliveries` keyed by (receiver, url, event_id).
+A v1 file is migrated on open by `adopt_legacy`, which gives its rows the URL each
+receiver has now (the best guess there is) and then drops the old table.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -20,9 +27,10 @@ from pathlib import Path
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
+CREATE TABLE IF NOT EXISTS deliveries (
     id INTEGER PRIMARY KEY,
     receiver TEXT NOT NULL,
+    url TEXT NOT NULL,
     event_id TEXT NOT NULL,
     body BLOB NOT NULL,
     state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
@@ -32,10 +40,11 @@ CREATE TABLE IF NOT EXISTS outbox (
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
     last_error TEXT,
-    UNIQUE (receiver, event_id)
+    UNIQUE (receiver, url, event_id)
 );
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (receiver, state, id);
+CREATE INDEX IF NOT EXISTS deliveries_pending ON deliveries (receiver, url, state, id);
 """
+_COLUMNS = "event_id, body, state, attempts, next_attempt_at, lease_until, created_at, updated_at"
 
 
 @dataclass(frozen=True)
@@ -44,16 +53,27 @@ class Row:
 
     id: int
     receiver: str
+    url: str
     event_id: str
     body: bytes
     attempts: int  # including the attempt this row was just claimed for
 
 
 class Outbox:
-    """The outbox table in `path` (WAL mode), safe to share between threads."""
+    """The outbox table in `path` (WAL mode), safe to share between threads.
+
+    The file holds signed bodies, so it is created 0600 in a directory made 0700 (an
+    existing directory is tightened to 0700 too); SQLite gives its -wal and -shm
+    files the database file's mode.
+    """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if path.parent.stat().st_mode & 0o077:
+            path.parent.chmod(0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
@@ -61,29 +81,76 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")  # a delivered mark must survive a crash
         self._db.executescript(_SCHEMA)
 
-    def add(self, receiver: str, event_id: str, body: bytes) -> bool:
-        """Queue one delivery; False if this receiver already has this event (any state)."""
+    def adopt_legacy(self, urls: dict[str, str]) -> int:
+        """Move a v1 file's rows (keyed by name only) into `deliveries`; returns rows moved.
+
+        Each row of a receiver named in `urls` gets that receiver's current URL; rows of
+        receivers no longer configured are dropped with the old table.
+        """
+        with self._lock:
+            exists = self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'"
+            ).fetchone()
+            if not exists:
+                return 0
+            moved = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for name, url in urls.items():
+                    moved += self._db.execute(
+                        f"INSERT INTO deliveries (receiver, url, {_COLUMNS})"
+                        f" SELECT receiver, ?, {_COLUMNS} FROM outbox WHERE receiver = ?"
+                        " ORDER BY id ON CONFLICT (receiver, url, event_id) DO NOTHING",
+                        (url, name),
+                    ).rowcount
+                self._db.execute("DROP TABLE outbox")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return moved
+
+    def add(self, receiver: str, url: str, event_id: str, body: bytes) -> bool:
+        """Queue one delivery; False if this receiver (name and URL) already has this event."""
         now = time.time()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT INTO outbox"
-                " (receiver, event_id, body, next_attempt_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (receiver, event_id) DO NOTHING",
-                (receiver, event_id, body, now, now, now),
+                "INSERT INTO deliveries"
+                " (receiver, url, event_id, body, next_attempt_at, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (receiver, url, event_id) DO NOTHING",
+                (receiver, url, event_id, body, now, now, now),
             )
         return cursor.rowcount == 1
 
-    def retry_now(self, receivers: Iterable[str]) -> None:
-        """Make every pending row of `receivers` due: a restart is the moment to try again."""
-        names = list(receivers)
+    def retarget(self, receiver: str, url: str) -> int:
+        """Point the receiver's pending rows for other URLs at `url`; returns rows moved.
+
+        A receiver whose URL changed gets what its old URL never confirmed; a row the new
+        URL already has is dropped. Delivered and failed rows keep their old URL, so an
+        event sent to the old URL is queued again, once, for the new one.
+        """
+        with self._lock:
+            moved = self._db.execute(
+                "UPDATE OR IGNORE deliveries SET url = ?, next_attempt_at = ?, lease_until = 0"
+                " WHERE receiver = ? AND url != ? AND state = 'pending'",
+                (url, time.time(), receiver, url),
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM deliveries WHERE receiver = ? AND url != ? AND state = 'pending'",
+                (receiver, url),
+            )
+        return moved
+
+    def retry_now(self, receiver: str, url: str) -> None:
+        """Make every pending row of the receiver due: a restart is the moment to try again."""
         with self._lock:
             self._db.execute(
-                f"UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending'"
-                f" AND receiver IN ({_marks(names)})",
-                (time.time(), *names),
+                "UPDATE deliveries SET next_attempt_at = ? WHERE state = 'pending'"
+                " AND receiver = ? AND url = ?",
+                (time.time(), receiver, url),
             )
 
-    def claim(self, receiver: str, lease_seconds: float) -> Row | float | None:
+    def claim(self, receiver: str, url: str, lease_seconds: float) -> Row | float | None:
         """Lease the receiver's oldest pending row if it is due.
 
         Rows of one receiver go out in order, so a "resolved" never overtakes its
@@ -93,9 +160,10 @@ class Outbox:
         now = time.time()
         with self._lock:
             head = self._db.execute(
-                "SELECT id, event_id, body, attempts, max(next_attempt_at, lease_until) FROM outbox"
-                " WHERE receiver = ? AND state = 'pending' ORDER BY id LIMIT 1",
-                (receiver,),
+                "SELECT id, event_id, body, attempts, max(next_attempt_at, lease_until)"
+                " FROM deliveries WHERE receiver = ? AND url = ? AND state = 'pending'"
+                " ORDER BY id LIMIT 1",
+                (receiver, url),
             ).fetchone()
             if head is None:
                 return None
@@ -103,13 +171,13 @@ class Outbox:
             if due > now:
                 return float(due)
             claimed = self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, lease_until = ?, updated_at = ?"
+                "UPDATE deliveries SET attempts = attempts + 1, lease_until = ?, updated_at = ?"
                 " WHERE id = ? AND state = 'pending' AND lease_until <= ?",
                 (now + lease_seconds, now, row_id, now),
             ).rowcount
         if not claimed:
             return now
-        return Row(row_id, receiver, event_id, bytes(body), attempts + 1)
+        return Row(row_id, receiver, url, event_id, bytes(body), attempts + 1)
 
     def delivered(self, row: Row) -> None:
         self._finish(row, DELIVERED, None)
@@ -122,27 +190,35 @@ class Outbox:
         """Release the lease and schedule the next attempt."""
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET next_attempt_at = ?, lease_until = 0, updated_at = ?,"
+                "UPDATE deliveries SET next_attempt_at = ?, lease_until = 0, updated_at = ?,"
                 " last_error = ? WHERE id = ?",
                 (when, time.time(), error, row.id),
             )
 
-    def depth(self, receivers: Iterable[str]) -> dict[str, int]:
-        """Pending rows per receiver (zero for receivers with none)."""
-        names = list(receivers)
+    def depth(self, receivers: Iterable[tuple[str, str]]) -> dict[str, int]:
+        """Pending rows per (name, url) receiver, by name (zero for receivers with none)."""
+        depth: dict[str, int] = {}
         with self._lock:
-            counted = self._db.execute(
-                f"SELECT receiver, count(*) FROM outbox WHERE state = 'pending'"
-                f" AND receiver IN ({_marks(names)}) GROUP BY receiver",
-                names,
-            ).fetchall()
-        return {name: 0 for name in names} | dict(counted)
+            for name, url in receivers:
+                depth[name] = self._db.execute(
+                    "SELECT count(*) FROM deliveries WHERE state = 'pending'"
+                    " AND receiver = ? AND url = ?",
+                    (name, url),
+                ).fetchone()[0]
+        return depth
 
     def states(self) -> list[tuple[str, str, str, int]]:
         """(receiver, event_id, state, attempts) of every row, oldest first."""
         with self._lock:
             return self._db.execute(
-                "SELECT receiver, event_id, state, attempts FROM outbox ORDER BY id"
+                "SELECT receiver, event_id, state, attempts FROM deliveries ORDER BY id"
+            ).fetchall()
+
+    def urls(self) -> list[tuple[str, str, str, str]]:
+        """(receiver, url, event_id, state) of every row, oldest first."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT receiver, url, event_id, state FROM deliveries ORDER BY id"
             ).fetchall()
 
     def close(self) -> None:
@@ -152,11 +228,7 @@ class Outbox:
     def _finish(self, row: Row, state: str, error: str | None) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET state = ?, lease_until = 0, updated_at = ?, last_error = ?"
+                "UPDATE deliveries SET state = ?, lease_until = 0, updated_at = ?, last_error = ?"
                 " WHERE id = ?",
                 (state, time.time(), error, row.id),
             )
-
-
-def _marks(names: list[str]) -> str:
-    return ", ".join("?" * len(names))

@@ -447,3 +447,228 @@ def test_config_rejects_duplicate_receiver_names() -> None:
     same = {"name": "r", "url": "http://127.0.0.1/x"}
     with pytest.raises(ValidationError, match="unique"):
         WebhookConfig(receivers=[same, same])
+
+
+class Dribbler:
+    """A receiver on 127.0.0.1 that reads the POST, then answers one byte every `gap` s."""
+
+    def __init__(self, gap: float = 0.5, total: int = 200) -> None:
+        self.gap, self.total = gap, total
+        self.hits = 0
+        self._stop = threading.Event()
+        dribbler = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                dribbler.hits += 1
+                self.send_response(200)
+                self.send_header("Content-Length", str(dribbler.total))
+                self.end_headers()
+                self.wfile.flush()
+                for _ in range(dribbler.total):
+                    if dribbler._stop.wait(dribbler.gap):
+                        return
+                    try:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/slow"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def test_a_dribbling_receiver_fails_the_post_at_its_total_deadline() -> None:
+    from flows.sinks.webhook.delivery import DeadlineExceeded, post
+
+    slow = Dribbler(gap=0.3)
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            post(slow.url(), b"{}", {"Content-Type": "application/json"}, 1.0)
+        assert time.monotonic() - started < 1.0 + 0.5
+    finally:
+        slow.stop()
+
+
+def test_a_post_past_its_deadline_is_a_retry_not_a_delivery(
+    tmp_path: Path, registry: CollectorRegistry
+) -> None:
+    slow = Dribbler(gap=0.3)
+    cfg = config(tmp_path, {"name": "slow", "url": slow.url(), "timeout_seconds": 1})
+    delivery = WebhookDelivery(cfg, registry)
+    try:
+        delivery.start()
+        delivery.enqueue(alert())
+        deadline = time.monotonic() + 5
+        while slow.hits < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        started = time.monotonic()
+        while (
+            not sample(
+                registry, "finsentry_webhook_deliveries_total", receiver="slow", outcome="retry"
+            )
+            and time.monotonic() < started + 3
+        ):
+            time.sleep(0.02)
+        assert time.monotonic() - started < 1.0 + 0.5
+        assert delivery.pending() == 1
+        assert [s for _, _, s, _ in delivery.outbox.states()] == ["pending"]
+        delivered = "finsentry_webhook_deliveries_total"
+        assert sample(registry, delivered, receiver="slow", outcome="delivered") == 0
+    finally:
+        delivery.close(timeout=0)
+        slow.stop()
+
+
+def test_a_slow_receiver_delays_no_other(tmp_path: Path, receiver: Receiver) -> None:
+    slow = Dribbler(gap=0.5)
+    cfg = config(
+        tmp_path,
+        {"name": "slow", "url": slow.url(), "timeout_seconds": 3},
+        {"name": "fast", "url": receiver.url()},
+    )
+    delivery = WebhookDelivery(cfg)
+    events = [alert(), alert(status="resolved"), alert("currencies")]
+    try:
+        delivery.start()
+        started = time.monotonic()
+        for e in events:
+            delivery.enqueue(e)
+        receiver.wait_for(3, timeout=2)
+        assert receiver.event_ids() == [e.event_id for e in events]
+        assert receiver.requests[-1].at - started < 1.0  # slow's 3 s POST held nothing up
+        assert slow.hits == 1
+    finally:
+        delivery.close(timeout=0)
+        slow.stop()
+
+
+def test_a_changed_url_gets_pending_and_sent_events_again(tmp_path: Path) -> None:
+    old, new = Receiver().start(), Receiver().start()
+    events = [alert(), alert("currencies")]
+    try:
+        first = WebhookDelivery(config(tmp_path, {"name": "cli", "url": old.url()}))
+        first.start()
+        first.enqueue(events[0])
+        assert first.drain(5)
+        first.close()
+        old.stop()  # the second event waits for the old URL, which is down
+        second = WebhookDelivery(config(tmp_path, {"name": "cli", "url": old.url()}))
+        second.enqueue(events[1])
+        second.close()
+        third = WebhookDelivery(config(tmp_path, {"name": "cli", "url": new.url()}))
+        assert third.pending() == 1  # the pending row follows the receiver to its new URL
+        assert [third.enqueue(e) for e in events] == [1, 0]  # sent to the old URL only
+        third.start()
+        assert third.drain(5)
+        third.close()
+    finally:
+        old.stop()
+        new.stop()
+    assert old.event_ids() == [events[0].event_id]
+    assert sorted(new.event_ids()) == sorted(e.event_id for e in events)
+
+
+def test_a_v1_outbox_is_adopted_with_the_current_urls(tmp_path: Path, receiver: Receiver) -> None:
+    import sqlite3
+
+    state = tmp_path / "state"
+    state.mkdir()
+    db = sqlite3.connect(state / "webhook-outbox.sqlite3")
+    db.executescript(
+        """CREATE TABLE outbox (id INTEGER PRIMARY KEY, receiver TEXT NOT NULL,
+        event_id TEXT NOT NULL, body BLOB NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at REAL NOT NULL,
+        lease_until REAL NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+        updated_at REAL NOT NULL, last_error TEXT, UNIQUE (receiver, event_id));"""
+    )
+    sent, waiting = alert(), alert("currencies")
+    db.executemany(
+        "INSERT INTO outbox (receiver, event_id, body, state, next_attempt_at, created_at,"
+        " updated_at) VALUES ('one', ?, ?, ?, 0, 0, 0)",
+        [(sent.event_id, b"{}", "delivered"), (waiting.event_id, b"{}", "pending")],
+    )
+    db.commit()
+    db.close()
+    delivery = WebhookDelivery(config(tmp_path, {"name": "one", "url": receiver.url()}))
+    assert delivery.enqueue(sent) == 0 and delivery.enqueue(waiting) == 0
+    delivery.start()
+    assert delivery.drain(5)
+    delivery.close()
+    assert receiver.event_ids() == [waiting.event_id]
+
+
+def test_the_outbox_is_private(tmp_path: Path) -> None:
+    WebhookDelivery(config(tmp_path, {"name": "one", "url": "http://127.0.0.1:9/x"})).close()
+    assert (tmp_path / "state").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "state" / "webhook-outbox.sqlite3").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("url", "fields", "ok"),
+    [
+        ("http://alerts.example.com/x", {}, False),
+        ("http://alerts.example.com/x", {"allow_http": True}, True),
+        ("http://127.0.0.1:8080/x", {}, True),
+        ("http://[::1]:8080/x", {}, True),
+        ("http://localhost/x", {}, True),
+        ("https://alerts.example.com/x", {}, True),
+        ("https://alerts.example.com/x", {"client_key": "/k.pem"}, False),
+    ],
+)
+def test_plain_http_needs_loopback_or_allow_http(
+    url: str, fields: dict[str, Any], ok: bool
+) -> None:
+    build = lambda: ReceiverConfig.model_validate({"name": "r", "url": url} | fields)  # noqa: E731
+    if ok:
+        build()
+    else:
+        with pytest.raises(ValidationError):
+            build()
+
+
+def test_tls_context_uses_the_ca_bundle(tmp_path: Path) -> None:
+    import ssl
+
+    from flows.sinks.webhook.delivery import tls_context
+
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("")
+    receiver = ReceiverConfig(name="r", url="https://alerts.example.com/x", ca_bundle=bundle)
+    with pytest.raises(ssl.SSLError):  # an empty bundle is read, and rejected
+        tls_context(receiver)
+    context = tls_context(ReceiverConfig(name="r", url="https://alerts.example.com/x"))
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_a_finite_run_exits_3_with_deliveries_left(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from types import SimpleNamespace
+
+    from flows.cli.job import UNDELIVERED_EXIT, drain_webhooks
+
+    down = Receiver()  # nothing listens
+    delivery = WebhookDelivery(config(tmp_path, {"name": "gone", "url": down.url()}))
+    delivery.enqueue(alert())
+    job = SimpleNamespace(delivery=delivery)
+    started = time.monotonic()
+    assert drain_webhooks(job, 0.5) == 1  # type: ignore[arg-type]
+    assert time.monotonic() - started < 2
+    delivery.close(timeout=0)
+    assert "1 webhook deliveries still pending" in capsys.readouterr().err
+    assert UNDELIVERED_EXIT == 3

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.envelope.message import DeadLetter, Message
+from processors.envelope.message import MAX_DETAIL_BYTES, DeadLetter, Message, dead_letter, to_json
 from processors.envelope.parse import REASONS, Parser, stable_id
 
 NOW = datetime(2024, 3, 14, 15, 0, tzinfo=UTC)
@@ -99,3 +100,31 @@ def test_an_item_dated_to_the_day_only_is_at_midnight_utc() -> None:
     )
     assert isinstance(parsed, Message)
     assert parsed.header.published_at == datetime(2020, 3, 9, tzinfo=UTC)
+
+
+def test_a_huge_binary_record_makes_a_small_dead_letter() -> None:
+    raw = bytes(range(128, 256)) * 8125  # 1,040,000 bytes, none of them valid UTF-8
+    assert len(raw) == 1_040_000
+    letter = parse(raw)
+    assert isinstance(letter, DeadLetter)
+    assert letter.reason == "not_utf8"
+    assert len(to_json(letter)) < 64 * 1024
+    assert len(letter.payload.encode()) <= parser.max_dead_letter_payload_bytes
+    assert letter.payload.startswith("\ufffd")
+    assert letter.payload_bytes == 1_040_000
+    assert letter.payload_sha256 == hashlib.sha256(raw).hexdigest()
+
+
+def test_a_dead_letter_keeps_a_short_payload_whole_and_cuts_on_characters() -> None:
+    letter = parse(b"not json")
+    assert isinstance(letter, DeadLetter)
+    assert (letter.payload, letter.payload_bytes) == ("not json", 8)
+    cut = Parser(max_dead_letter_payload_bytes=10).parse("é".encode() * 20, "f", None, NOW)
+    assert isinstance(cut, DeadLetter)
+    assert cut.payload == "é" * 5  # 10 bytes, no character split
+    assert cut.payload_bytes == 40
+
+
+def test_a_dead_letters_detail_is_bounded() -> None:
+    letter = dead_letter("unparseable", "x" * 1_000_000, b"{}", "f")
+    assert len(letter.detail.encode()) <= MAX_DETAIL_BYTES
