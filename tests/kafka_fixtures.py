@@ -47,3 +47,14 @@ def noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture
 def topic() -> str:
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+class FakeFuture:
+    """A kafka-python send future that fails with `error` (or succeeds) when awaited."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+
+    def get(self) -> None:
+        if self.error:
+            raise self.error

@@ -40,6 +40,7 @@ from flows.sources.kafka import (
 from processors.envelope.message import NO_END, AlertEvent, DeadLetter, dead_letter, to_json
 from tests.brokers import TANSU, TANSU_END_OFFSETS, TANSU_NO_OUT_OF_RANGE, Broker, free_port
 from tests.helpers import T0, window
+from tests.kafka_fixtures import FakeFuture
 
 pytestmark = pytest.mark.slow  # Kafka-protocol brokers in subprocesses
 
@@ -347,25 +348,16 @@ class _RefusingProducer:
         self.config = {"enable_idempotence": idempotent}
         self.sent: list[bytes] = []
 
-    def send(self, topic: str, value: bytes, key: bytes | None, headers: list) -> _Future:
+    def send(self, topic: str, value: bytes, key: bytes | None, headers: list) -> FakeFuture:
         self.sent.append(value)
         refused = self.config["enable_idempotence"]
-        return _Future(ClusterAuthorizationFailedError() if refused else None)
+        return FakeFuture(ClusterAuthorizationFailedError() if refused else None)
 
     def flush(self) -> None:
         pass
 
     def close(self) -> None:
         pass
-
-
-class _Future:
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
-
-    def get(self) -> None:
-        if self.error:
-            raise self.error
 
 
 def test_sink_falls_back_when_the_broker_refuses_idempotence() -> None:

@@ -10,15 +10,7 @@ from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from flows.sinks.kafka import DeadLetterSink, DeadLetterSinkPartition, dead_letter_sink
 from flows.sources.kafka import KafkaMetrics
 from processors.envelope.message import DeadLetter, dead_letter, to_json
-
-
-class _Future:
-    def __init__(self, error: Exception | None) -> None:
-        self.error = error
-
-    def get(self) -> None:
-        if self.error:
-            raise self.error
+from tests.kafka_fixtures import FakeFuture
 
 
 class _Producer:
@@ -31,15 +23,15 @@ class _Producer:
         self.at_send, self.at_get, self.times = at_send, at_get, times
         self.sent: list[bytes] = []
 
-    def send(self, topic: str, value: bytes, key: bytes | None, headers: list) -> _Future:
+    def send(self, topic: str, value: bytes, key: bytes | None, headers: list) -> FakeFuture:
         if self.times > 0 and self.at_send is not None:
             self.times -= 1
             raise self.at_send
         if self.times > 0 and self.at_get is not None:
             self.times -= 1
-            return _Future(self.at_get)
+            return FakeFuture(self.at_get)
         self.sent.append(value)
-        return _Future(None)
+        return FakeFuture(None)
 
     def flush(self) -> None:
         pass
