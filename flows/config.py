@@ -211,7 +211,6 @@ class DetectorConfig(_Section):
         0.01, gt=0, lt=1, description="held from the baseline, judged with the next window"
     )
     min_lift: float = Field(0.15, ge=0, le=1, description="share above baseline to fire")
-    min_ratio: float = Field(1.0, ge=1, description="and at least this many times the baseline")
     resolve_lift: float = Field(0.05, ge=0, le=1, description="resolved within this of it")
     prior_items: float = Field(10.0, gt=0, description="weight of prior_share, in items")
     prior_rho: float = Field(0.02, gt=0, lt=1, description="prior between-window spread")

@@ -100,6 +100,11 @@ def beta_from_share(share: float, rho: float) -> tuple[float, float]:
     return share * concentration, (1.0 - share) * concentration
 
 
+def _window_beta(share: float, rho: float, mean_var: float) -> tuple[float, float, float]:
+    """(share, a, b) of one window: the between-window spread plus the baseline's own."""
+    return share, *beta_from_share(share, min(rho + mean_var, 0.5))
+
+
 def p_fire_for_rate(false_alarms_per_day: float, window: timedelta) -> float:
     """The per-window p_fire that gives about `false_alarms_per_day` on one key.
 
@@ -154,7 +159,6 @@ class EvidenceDetector(Detector):
     p_fire: float = 1e-4
     p_resolve: float = 0.05
     p_suspect: float = 0.01
-    min_ratio: float = 1.0
     min_lift: float = 0.15
     resolve_lift: float = 0.05
     prior_share: float = 0.15
@@ -180,7 +184,8 @@ class EvidenceDetector(Detector):
 
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
         self._age(window.end)
-        share_base, a, b = self.beta()
+        _, rho, mean_var = spread = self.spread()
+        share_base, a, b = _window_beta(*spread)
         n = window.n
         if n <= 0:
             return Assessment(abnormal=False, recovered=False, baseline=share_base, score=0.0)
@@ -194,12 +199,11 @@ class EvidenceDetector(Detector):
             run_k = k + sum(hk for hk, _ in self.held)
             run_n = n + sum(hn for _, hn in self.held)
             pairs = n * (n - 1) + sum(hn * (hn - 1) for _, hn in self.held)
-            _, rho, mean_var = self.spread()
             run_rho = min(rho * pairs / (run_n * (run_n - 1)) + mean_var, 0.5)
             log_run = log_upper_tail(run_k, run_n, *beta_from_share(share_base, run_rho))
             if log_run < log_p:
                 log_p, share = log_run, run_k / run_n
-        lifted = share >= max(share_base + self.min_lift, share_base * self.min_ratio)
+        lifted = share >= share_base + self.min_lift
         # Warm-up counts every item seen, surges too: the baseline's own uncertainty is
         # in the tail already; this only keeps a key's very first windows from firing.
         abnormal = self.seen >= self.warmup_items and log_p < math.log(self.p_fire) and lifted
@@ -243,9 +247,7 @@ class EvidenceDetector(Detector):
 
     def beta(self) -> tuple[float, float, float]:
         """(share, a, b): the Beta a new window's true share is drawn from."""
-        share, rho, mean_var = self.spread()
-        a, b = beta_from_share(share, min(rho + mean_var, 0.5))
-        return share, a, b
+        return _window_beta(*self.spread())
 
     def spread(self) -> tuple[float, float, float]:
         """(share, rho, mean_var): the baseline, the between-window spread, and the
