@@ -158,15 +158,26 @@ def bench_processors(config: Config, messages: list[Message], batch_size: int) -
 def bench_naive(config: Config, messages: list[Message]) -> Measure:
     """The examples' way: a feature-extraction pipeline call per message, per task."""
     import torch
-    from transformers import pipeline
+    from transformers import AutoTokenizer, pipeline
 
-    from processors.models.encoder import default_model_dir, parse_pooling, pick_device, pool
+    from processors.models.encoder import (
+        default_model_dir,
+        load_encoder,
+        parse_pooling,
+        pick_device,
+        pool,
+    )
     from processors.models.heads import ClassifierHeads
 
     heads = ClassifierHeads.load(config.processors[0].models[0].heads)
     device = pick_device(config.inference.device)
+    # The same model as the processors': the packaged encoder with the heads' deltas.
     extract = pipeline(
-        "feature-extraction", model=str(default_model_dir()), device=device, framework="pt"
+        "feature-extraction",
+        model=load_encoder(default_model_dir(), heads.encoder_deltas),
+        tokenizer=AutoTokenizer.from_pretrained(default_model_dir(), local_files_only=True),
+        device=device,
+        framework="pt",
     )
     parts = parse_pooling(heads.pooling)
 
