@@ -14,7 +14,13 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client import Counter as PromCounter
 
 from processors.chain.chain import BatchReport
+from processors.envelope.labels import TOPICS
 from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
+from processors.envelope.parse import REASONS
+from processors.stream.window import MARKET
+
+ALERT_KEYS: tuple[str, ...] = (*TOPICS, MARKET)  # every key that can raise an alert
+ALERT_STATUSES: tuple[str, ...] = ("firing", "resolved")
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -112,6 +118,14 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        # Series that mean "none so far" exist from the start at 0, so a healthy job's
+        # dashboards and rate() read 0 instead of "No data".
+        for reason in REASONS:
+            self.dead_letters.labels(reason)
+        for topic in ALERT_KEYS:
+            self.alerts_firing.labels(topic).set(0)
+            for status in ALERT_STATUSES:
+                self.alerts.labels(topic, status)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve `/metrics` in a background thread; returns the bound port (0 picks one)."""

@@ -12,6 +12,7 @@ import msgspec
 
 from processors.envelope.labels import SENTIMENT_VALUE
 from processors.envelope.message import Evidence, Message, TopicWindow
+from processors.stream.dedupe import normalised_text
 from processors.stream.frontier import EARLIEST, Frontier
 
 EVIDENCE_SIZE = 5
@@ -68,12 +69,27 @@ class WindowAccumulator:
             tally[0] += 1
             if item.sentiment == "negative":
                 tally[1] += 1
-                entry = (item.negative, item.id, item)
-                if len(self.evidence) < EVIDENCE_SIZE:
-                    heapq.heappush(self.evidence, entry)
-                elif entry > self.evidence[0]:
-                    heapq.heapreplace(self.evidence, entry)
+                self._offer((item.negative, item.id, item))
         return self
+
+    def _offer(self, entry: tuple[float, str, Observation]) -> None:
+        """Keep `entry` if it is among the most negative, once per text: the same
+        headline from several outlets (which de-duplication by time may let through)
+        is one piece of evidence, shown by its most negative copy."""
+        evidence = self.evidence
+        if len(evidence) == EVIDENCE_SIZE and entry <= evidence[0]:
+            return
+        text = normalised_text(entry[2].text)
+        for i, kept in enumerate(evidence):
+            if normalised_text(kept[2].text) == text:
+                if entry > kept:
+                    evidence[i] = entry
+                    heapq.heapify(evidence)
+                return
+        if len(evidence) < EVIDENCE_SIZE:
+            heapq.heappush(evidence, entry)
+        else:
+            heapq.heapreplace(evidence, entry)
 
     def merge(self, other: WindowAccumulator) -> WindowAccumulator:
         self.n += other.n
@@ -85,9 +101,7 @@ class WindowAccumulator:
             tally[0] += n
             tally[1] += negative
         for entry in other.evidence:
-            heapq.heappush(self.evidence, entry)
-        self.evidence = heapq.nlargest(EVIDENCE_SIZE, self.evidence)
-        heapq.heapify(self.evidence)
+            self._offer(entry)
         return self
 
     def close(self, topic: str, start: datetime, end: datetime) -> TopicWindow:

@@ -340,3 +340,47 @@ def test_dashboards_alerts_and_webhooks_end_to_end(
         assert request.json()["alerts"] == [json.loads(to_json(event))]
     surge = [a for a in alerts if a.labels["topic"] == SURGE_TOPIC and a.status == "firing"]
     assert surge and surge[0].labels["alertname"] == routed_alert["labels"]["alertname"]
+
+
+def test_a_healthy_job_where_nothing_fired_has_data_on_every_panel(
+    tmp_path: Path, processes: Processes, prometheus: str, metrics_port: int
+) -> None:
+    """Gauges and counters that mean "none" read 0 from the start, not "No data"."""
+    calm = MarketDay(day=DAY.day, minutes=20, rate=12, surge_minutes=0, seed=12)
+    events = tmp_path / "calm.jsonl"
+    events.write_bytes(b"".join(line + b"\n" for line in generate(calm)))
+    hooks = Receiver().start()
+    alerts_out = tmp_path / "alerts.jsonl"
+    try:
+        started = time.time()
+        processes.start(
+            "finsentry-calm",
+            *FINSENTRY,
+            "run",
+            "--input",
+            events,
+            "--alerts-out",
+            alerts_out,
+            "--webhook-url",
+            hooks.url("/finsentry"),
+            "--state-dir",
+            tmp_path / "state",
+            "--metrics-port",
+            str(metrics_port),
+            "--linger",
+            "120",
+            "--quiet",
+            env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"},
+        )
+        exprs = list(panel_exprs())
+        deadline = time.monotonic() + 150
+        while missing := [f"{t}: {e}" for t, e in exprs if not query_range(prometheus, e, started)]:
+            processes.assert_running("finsentry-calm")
+            if time.monotonic() > deadline:
+                pytest.fail("panel queries without data:\n" + "\n".join(missing))
+            time.sleep(1)
+        assert not (alerts_out.exists() and alerts_out.read_bytes().strip()), "a calm day fired"
+        firing = query_range(prometheus, "sum(finsentry_alerts_firing)", started)
+        assert peak(firing) == 0
+    finally:
+        hooks.stop()

@@ -154,3 +154,8 @@ def test_metrics_endpoint_serves_the_documented_names() -> None:
     ):
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
     assert 'finsentry_messages_in_total{input="demo"} 3.0' in body
+    # "None so far" reads 0 from the start, not "No data".
+    assert 'finsentry_alerts_firing{topic="energy_oil"} 0.0' in body
+    assert 'finsentry_alerts_firing{topic="all"} 0.0' in body
+    assert 'finsentry_alerts_total{status="firing",topic="macro"} 0.0' in body
+    assert 'finsentry_dead_letters_total{reason="late"} 0.0' in body

@@ -37,3 +37,17 @@ def test_window_accumulator_counts_and_keeps_the_most_negative_evidence() -> Non
     assert w.mean_score == pytest.approx((-9 + 1) / 11)
     assert [e.id for e in w.evidence] == ["r3", "l7", "l6", "l5", "l4"]
     assert b'"negative_share"' in to_json(w)
+
+
+def test_window_evidence_lists_each_text_once_by_its_most_negative_copy() -> None:
+    left, right = WindowAccumulator(), WindowAccumulator()
+    echoes = ["WTI crude crashes below $74", "WTI CRUDE CRASHES BELOW $74!", "wti crude crashes"]
+    for i, text in enumerate(echoes):
+        left.add(observe(_scored(text, f"e{i}", "negative", 0.90 + i / 100)))
+    left.add(observe(_scored("Refiners slump", "r0", "negative", 0.80)))
+    right.add(observe(_scored("WTI crude crashes below $74 ", "e9", "negative", 0.99)))
+    for i in range(4):
+        right.add(observe(_scored(f"Other bad news {i}", f"o{i}", "negative", 0.5 + i / 100)))
+    w = left.merge(right).close("energy_oil", T0, T0 + timedelta(minutes=5))
+    assert w.n_negative == 9  # every copy counts; the evidence shows each text once
+    assert [e.id for e in w.evidence] == ["e9", "r0", "o3", "o2", "o1"]
