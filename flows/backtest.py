@@ -26,7 +26,7 @@ import msgspec
 import yaml
 
 from flows.config import Config, DetectorConfig, WindowConfig, load_config
-from processors.envelope.message import AlertEvent, Message, TopicWindow
+from processors.envelope.message import AlertEvent, Message, TopicWindow, to_json
 from processors.stream.window import MARKET as MARKET_WIDE  # "all": the whole stream's key
 
 EARLY = timedelta(days=1)  # an alert this long before an event's start still catches it
@@ -354,6 +354,17 @@ def read_lines(path: Path, kind: type[Any]) -> list[Any]:
     decoder = msgspec.json.Decoder(kind)
     with path.open("rb") as f:
         return [decoder.decode(line) for line in f if line.strip()]
+
+
+def write_outcome(outcome: Outcome, config: Config) -> None:
+    """A re-window's alerts and windows into the file sinks a replay would have filled."""
+    sinks = config.sinks
+    for path, records in (
+        (sinks.alerts_path, outcome.alerts),
+        (sinks.windows_path, outcome.windows),
+    ):
+        if path is not None:
+            path.write_bytes(b"".join(to_json(r) + b"\n" for r in records))
 
 
 def read_scored(path: Path) -> list[Message]:

@@ -60,6 +60,7 @@ def _backtest(args: argparse.Namespace) -> int:
             messages = bt.read_scored(scored)
             _note(f"re-windowing {len(messages):,} cached scored messages from {scored}")
             outcome = bt.rewindow(messages, config)
+            bt.write_outcome(outcome, config)
         else:
             outcome = bt.replay(config, progress=None if args.quiet else Progress(sys.stderr))
             if scored is not None:

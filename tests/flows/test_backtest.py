@@ -193,7 +193,9 @@ def test_cli_on_a_cache_prints_a_table_then_one_json_line(
     config = tmp_path / "daily.yaml"
     config.write_text("window: {length_seconds: 86400}\n")
     report = tmp_path / "report.html"
+    kept = tmp_path / "out"
     argv = ["backtest", str(history), "--events", str(events), "--config", str(config)]
+    argv += ["--out-dir", str(kept)]
     assert main([*argv, "--scored", str(cache), "--sweep", "--report", str(report)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     result = json.loads(out[-1])
@@ -206,6 +208,10 @@ def test_cli_on_a_cache_prints_a_table_then_one_json_line(
     }
     assert any(line.startswith("crunch") and " yes " in line for line in out)
     assert "<svg" in report.read_text() and "financials" in report.read_text()
+    # --out-dir keeps a re-window's alerts and windows, as it keeps a replay's.
+    firing = [a for a in bt.read_lines(kept / "alerts.jsonl", AlertEvent) if a.status == "firing"]
+    assert len(firing) == result["n_alerts"]
+    assert bt.read_lines(kept / "windows.jsonl", TopicWindow)
 
 
 def test_sweep_grid_is_easy_to_change() -> None:
