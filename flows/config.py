@@ -1,8 +1,10 @@
 """The one typed configuration object, loaded from YAML with environment overrides.
 
 Any field can be overridden by an environment variable `FINSENTRY_<SECTION>__<FIELD>`,
-e.g. `FINSENTRY_WINDOW__LENGTH_SECONDS=600`; values are read as YAML scalars. An
-invalid configuration fails at start with a message naming the field.
+e.g. `FINSENTRY_WINDOW__LENGTH_SECONDS=600`; values are read as YAML scalars, Kafka
+passwords as they stand. Secrets may come from files instead (`secret_file`,
+`<option>_file`), read at load. An invalid configuration fails at start with a message
+naming the field.
 """
 
 from __future__ import annotations
@@ -237,8 +239,32 @@ class SinksConfig(_Section):
     state_dir: Path | None = Field(
         None,
         description="what sinks must remember across restarts (alerts already sent); "
-        "default: beside recovery.dir, as <recovery.dir>-state",
+        "default: beside recovery.dir, as <recovery.dir>-state, else $XDG_STATE_HOME/finsentry "
+        "(~/.local/state/finsentry)",
     )
+
+
+def default_state_dir() -> Path:
+    """Where a job keeps its state when nothing names a place: the platform's directory
+    for state (XDG), never the working directory, which is often a checkout."""
+    base = os.environ.get("XDG_STATE_HOME", "")
+    # The XDG spec ignores a relative value.
+    root = Path(base) if Path(base).is_absolute() else Path.home() / ".local" / "state"
+    return root / "finsentry"
+
+
+def _read_secret_file(path: Path, field: str) -> str:
+    """The secret `path` holds, less the one trailing newline `echo` or an editor leaves;
+    read at load, so that a secret need never be on a command line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+        raise ValueError(f"{field}: cannot read {path}: {reason}") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise ValueError(f"{field}: {path} is empty")
+    return secret
 
 
 @functools.cache
@@ -256,6 +282,25 @@ def kafka_client_options() -> frozenset[str]:
         or name
         in {"security_protocol", "client_id", "api_version", "proxy_url", "client_dns_lookup"}
     )
+
+
+# Kafka client options that hold a secret; each may come from a file, as `<name>_file`.
+SECRET_CLIENT_OPTIONS = ("sasl_plain_password", "ssl_password")
+
+
+def _client_secrets_from_files(options: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of `options` with each `<secret>_file` replaced by the secret the file holds;
+    a secret must be text (an unquoted YAML number would lose its leading zeros)."""
+    options = dict(options)
+    for name in SECRET_CLIENT_OPTIONS:
+        path = options.pop(f"{name}_file", None)
+        if path is not None:
+            if name in options:
+                raise ValueError(f"set client_options.{name} or {name}_file, not both")
+            options[name] = _read_secret_file(Path(path), f"client_options.{name}_file")
+        if not isinstance(options.get(name, ""), str):
+            raise ValueError(f"client_options.{name} must be a string (quote it in YAML)")
+    return options
 
 
 def check_client_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -285,15 +330,15 @@ class KafkaConfig(_Section):
     dead_letter_fallback_path: Path | None = Field(
         None,
         description="JSON lines file for dead letters the dead-letter topic would not take "
-        "(after retries); default: dead-letters-undeliverable.jsonl in sinks.state_dir, "
-        "or in the working directory when there is none",
+        "(after retries); default: dead-letters-undeliverable.jsonl in sinks.state_dir",
     )
-    client_options: dict[str, Any] = {}
+    # repr=False: it may hold passwords, which kafka-python takes as plain strings.
+    client_options: dict[str, Any] = Field({}, repr=False)
     connect_timeout_seconds: float = Field(5.0, gt=0)
 
     @model_validator(mode="after")
-    def _options_known(self) -> KafkaConfig:
-        check_client_options(self.client_options)
+    def _options_read_and_checked(self) -> KafkaConfig:
+        self.client_options = check_client_options(_client_secrets_from_files(self.client_options))
         return self
 
 
@@ -338,6 +383,9 @@ class ReceiverConfig(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     url: HttpUrl
     secret: SecretStr | None = None
+    secret_file: Path | None = Field(
+        None, description="a file holding `secret` (e.g. a Docker secret), read at start"
+    )
     format: Literal["alertmanager", "json", "slack"] = "alertmanager"
     route: AlertRoute = AlertRoute()
     timeout_seconds: float = Field(5.0, gt=0)
@@ -364,6 +412,15 @@ class ReceiverConfig(_Section):
             )
         if self.client_key is not None and self.client_cert is None:
             raise ValueError(f"receiver {self.name}: client_key needs client_cert")
+        return self
+
+    @model_validator(mode="after")
+    def _secret_from_file(self) -> ReceiverConfig:
+        if self.secret_file is not None:
+            if self.secret is not None:
+                raise ValueError(f"receiver {self.name}: set secret or secret_file, not both")
+            field = f"receiver {self.name}: secret_file"
+            self.secret = SecretStr(_read_secret_file(self.secret_file, field))
         return self
 
     def backoff(self, attempts: int) -> float:
@@ -431,12 +488,15 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
-    def _state_beside_recovery(self) -> Config:
+    def _state_dirs(self) -> Config:
         # A resumed job emits again what followed its last snapshot; the state that
-        # lets sinks skip it must live as long as the snapshots do.
+        # lets sinks skip it must live as long as the snapshots do. Without snapshots it
+        # goes where the platform keeps state, not into the working directory.
         if self.sinks.state_dir is None and self.recovery.dir is not None:
             recovery = self.recovery.dir.absolute()
             self.sinks.state_dir = recovery.with_name(f"{recovery.name}-state")
+        elif self.sinks.state_dir is None:
+            self.sinks.state_dir = default_state_dir()
         if self.webhook.state_dir is None:
             self.webhook.state_dir = self.sinks.state_dir
         return self
@@ -470,7 +530,9 @@ def load_config(
         # and secrets belong to whoever reads them.
         if name.startswith(ENV_PREFIX) and "__" in name:
             dotted = name[len(ENV_PREFIX) :].lower().replace("__", ".")
-            _set(data, dotted, yaml.safe_load(raw) if raw else raw)
+            # A password is text as it stands: YAML would make "0123" the number 123.
+            verbatim = not raw or dotted.rpartition(".")[2] in SECRET_CLIENT_OPTIONS
+            _set(data, dotted, raw if verbatim else yaml.safe_load(raw))
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set(data, dotted, value)

@@ -27,6 +27,10 @@ DEMO_OVERRIDES: dict[str, Any] = {
 }
 
 
+# The CLI receiver's secret, read here rather than from a flag, which `ps` would show.
+SECRET_ENV = "FINSENTRY_WEBHOOK_SECRET"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the job's subcommands to the `finsentry` parser."""
     demo = sub.add_parser("demo", help="stream a generated market day through the monitor")
@@ -57,7 +61,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     state.add_argument("--recovery-dir", type=Path, help="Bytewax snapshots (created if new)")
     state.add_argument("--snapshot-interval", type=float, help="seconds between snapshots")
     state.add_argument(
-        "--state-dir", type=Path, help="sinks' memory, e.g. alerts sent (default: beside recovery)"
+        "--state-dir",
+        type=Path,
+        help="sinks' memory, e.g. alerts sent (default: beside --recovery-dir, else"
+        " $XDG_STATE_HOME/finsentry or ~/.local/state/finsentry)",
     )
     state.add_argument("--workers", type=int, default=1, help="worker threads per process")
     state.add_argument("--process-id", type=int, help="this process's index in --addresses")
@@ -103,10 +110,14 @@ def job_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--webhook-url", help="also POST alerts here (Alertmanager v4 format)")
-    p.add_argument(
-        "--webhook-secret",
-        default=os.environ.get("FINSENTRY_WEBHOOK_SECRET"),
-        help="HMAC-SHA256 secret for --webhook-url (default: $FINSENTRY_WEBHOOK_SECRET)",
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--webhook-secret-file",
+        type=Path,
+        help=f"file holding the HMAC-SHA256 secret for --webhook-url (default: ${SECRET_ENV})",
+    )
+    secret.add_argument(
+        "--webhook-secret", help="deprecated: it shows in ps; use --webhook-secret-file"
     )
 
 
@@ -117,10 +128,28 @@ def _job_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "sinks.windows_path": args.windows_out,
         "metrics.port": args.metrics_port,
     }
+    secret = _webhook_secret(args)
     if args.webhook_url:
-        receiver = {"name": "cli", "url": args.webhook_url, "secret": args.webhook_secret}
-        overrides["webhook.receivers"] = [receiver]
+        overrides["webhook.receivers"] = [{"name": "cli", "url": args.webhook_url, **secret}]
+    elif args.webhook_secret_file is not None:
+        raise ValueError("--webhook-secret-file needs --webhook-url")
     return overrides
+
+
+def _webhook_secret(args: argparse.Namespace) -> dict[str, Any]:
+    """The CLI receiver's secret: --webhook-secret-file, else --webhook-secret (it still
+    works but warns: any user on the machine can read it in `ps`), else the environment."""
+    if args.webhook_secret_file is not None:
+        return {"secret_file": args.webhook_secret_file}
+    if args.webhook_secret is None:
+        return {"secret": os.environ.get(SECRET_ENV) or None}
+    print(
+        f"finsentry: warning: --webhook-secret shows in ps; use --webhook-secret-file"
+        f" or ${SECRET_ENV}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return {"secret": args.webhook_secret}
 
 
 def _demo(args: argparse.Namespace) -> int:

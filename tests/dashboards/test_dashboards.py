@@ -247,8 +247,17 @@ def test_compose_file_is_valid_and_binds_to_loopback() -> None:
         for volume in service.get("volumes", []):
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), f"{name} mounts missing {volume['source']}"
+    assert config["secrets"]["webhook_secret"] == {
+        "name": "finsentry_webhook_secret",
+        "environment": "FINSENTRY_WEBHOOK_SECRET",
+    }
     for job in ("finsentry", "finsentry-gpu"):  # the CLI takes the job's command
         assert services[job]["command"][0] == "run"
+        # The secret is a Docker secret's file: in no command, environment or label.
+        assert COMPOSE_ENV["FINSENTRY_WEBHOOK_SECRET"] not in json.dumps(services[job])
+        (secret,) = services[job]["secrets"]
+        command = services[job]["command"]
+        assert command[command.index("--webhook-secret-file") + 1] == secret["target"]
         try:
             build_parser().parse_args(services[job]["command"])
         except SystemExit:

@@ -243,6 +243,7 @@ def test_dashboards_alerts_and_webhooks_end_to_end(
         "TOKENIZERS_PARALLELISM": "false",
         # Generated headlines repeat; within a minute a repeat is a copy, later it is news.
         "FINSENTRY_DEDUPE__HORIZON_SECONDS": "60",
+        "FINSENTRY_WEBHOOK_SECRET": SECRET,  # not --webhook-secret, which ps would show
     }
 
     def job(name: str, alerts_out: Path, *extra: str) -> None:
@@ -256,8 +257,6 @@ def test_dashboards_alerts_and_webhooks_end_to_end(
             alerts_out,
             "--webhook-url",
             hooks.url("/finsentry"),
-            "--webhook-secret",
-            SECRET,
             "--state-dir",
             state,
             "--quiet",

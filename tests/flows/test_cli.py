@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.request
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from flows.cli.job import SECRET_ENV
+from flows.sources.demo import MarketDay, generate
+from tests.flows.sinks.test_webhook import free_port
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow  # the command in subprocesses, with the real models
@@ -92,6 +97,59 @@ def test_run_names_a_missing_input_and_a_bad_config(tmp_path: Path) -> None:
     done = finsentry("run", "--config", str(config), "--input", str(config))
     assert done.returncode == 2
     assert b"window.length_seconds" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("ps") is None, reason="no ps")
+@pytest.mark.parametrize("given", ["file", "environment", "flag"])
+def test_the_webhook_secret_shows_in_ps_only_when_given_as_the_old_flag(
+    tmp_path: Path, given: str
+) -> None:
+    """Every user on the machine can read a process's arguments in `ps`: a secret read
+    from a file or the environment is not among them. The deprecated flag shows that
+    the check can see a secret, and warns."""
+    secret = "ps-must-never-show-this-3f9c"
+    events = tmp_path / "events.jsonl"
+    day = MarketDay(date(2024, 3, 14), minutes=10)
+    events.write_bytes(b"".join(line + b"\n" for line in generate(day)))
+    config = tmp_path / "noop.yaml"
+    config.write_text("processors: [{name: noop, kind: noop}]\n")  # no models to load
+    secret_file = tmp_path / "webhook-secret"
+    secret_file.write_text(secret + "\n")
+    env = {k: v for k, v in os.environ.items() if k != SECRET_ENV}
+    how = {
+        "file": ["--webhook-secret-file", str(secret_file)],
+        "environment": [],
+        "flag": ["--webhook-secret", secret],
+    }[given]
+    if given == "environment":
+        env[SECRET_ENV] = secret
+    job = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "flows.cli", "run", "--config", str(config)),
+            *("--input", str(events), "--state-dir", str(tmp_path / "state")),
+            *("--webhook-url", f"http://127.0.0.1:{free_port()}/hook", *how),
+            *("--linger", "60", "--quiet"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert job.stdout is not None
+        # The job is up, its secret loaded, once it has read its input.
+        if not any(b"input ended" in line for line in job.stdout):
+            pytest.fail(f"the job ended early: {job.communicate()[1].decode()[-2000:]}")
+        cmdline = Path(f"/proc/{job.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        listing = subprocess.run(
+            ["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        job.kill()
+        _, stderr = job.communicate()
+    assert cmdline.strip() in listing.splitlines()  # ps sees the job, whole
+    assert (secret in listing) == (secret in cmdline) == (given == "flag")
+    assert (b"--webhook-secret shows in ps" in stderr) == (given == "flag")
 
 
 def test_score_texts_and_stdin() -> None:

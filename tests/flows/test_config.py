@@ -100,3 +100,38 @@ def test_configuration_imports_no_source_or_sink() -> None:
                 if any(name == edge or name.startswith(edge + ".") for edge in edges)
             ]
     assert offenders == []
+
+
+def test_state_defaults_to_the_platform_state_dir_never_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    config = load_config(env={})
+    assert config.sinks.state_dir == config.webhook.state_dir == tmp_path / "xdg" / "finsentry"
+    home = Path.home() / ".local" / "state" / "finsentry"
+    for unusable in ("", "relative/state"):  # the XDG spec ignores a relative path
+        monkeypatch.setenv("XDG_STATE_HOME", unusable)
+        assert load_config(env={}).sinks.state_dir == home
+    monkeypatch.delenv("XDG_STATE_HOME")
+    assert load_config(env={}).sinks.state_dir == home
+    beside = load_config(env={}, overrides={"recovery.dir": tmp_path / "snapshots"})
+    assert beside.sinks.state_dir == beside.webhook.state_dir == tmp_path / "snapshots-state"
+    named = {"sinks.state_dir": tmp_path / "sinks", "webhook.state_dir": tmp_path / "outbox"}
+    explicit = load_config(env={}, overrides={"recovery.dir": tmp_path / "snapshots", **named})
+    assert (explicit.sinks.state_dir, explicit.webhook.state_dir) == tuple(named.values())
+
+
+def test_a_job_started_in_a_checkout_leaves_its_state_outside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.job import assemble
+
+    checkout, state = tmp_path / "checkout", tmp_path / "xdg"
+    checkout.mkdir()
+    monkeypatch.chdir(checkout)
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    hooks = {"webhook.receivers": [{"name": "ops", "url": "http://127.0.0.1:9/h"}]}
+    job = assemble(load_config(env={}, overrides=hooks), load_models=False)
+    job.close()
+    assert list(checkout.iterdir()) == []
+    assert (state / "finsentry" / "webhook-outbox.sqlite3").is_file()

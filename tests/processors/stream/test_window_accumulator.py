@@ -41,7 +41,11 @@ def test_window_accumulator_counts_and_keeps_the_most_negative_evidence() -> Non
 
 def test_window_evidence_lists_each_text_once_by_its_most_negative_copy() -> None:
     left, right = WindowAccumulator(), WindowAccumulator()
-    echoes = ["WTI crude crashes below $74", "WTI CRUDE CRASHES BELOW $74!", "wti crude crashes"]
+    echoes = [
+        "WTI crude crashes below $74",
+        "WTI CRUDE CRASHES BELOW $74!",
+        "wti crude crashes below $74",
+    ]
     for i, text in enumerate(echoes):
         left.add(observe(_scored(text, f"e{i}", "negative", 0.90 + i / 100)))
     left.add(observe(_scored("Refiners slump", "r0", "negative", 0.80)))
