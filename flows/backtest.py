@@ -379,7 +379,7 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
     the flow's window step closes them at end of file; each key's windows go, in
     order, through a `Detect` of its own. Unclassified windows raise no alerts.
     """
-    from flows.steps import Detect, observe_by_topic, window_builder, windows_per_month
+    from flows.steps import Detect, observe_by_topic, window_builder
     from processors.stream.window import UNCLASSIFIED
 
     by_key: dict[str, list[Any]] = defaultdict(list)
@@ -387,7 +387,7 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
         by_key[key].append(observation)
     now = datetime.now(UTC)
     build = window_builder(config.window)
-    detect = Detect(config.detector, windows_per_month(config.window))
+    detect = Detect(config.detector, config.window)
     out = Outcome([], [])
     late = 0
     for key, observations in by_key.items():

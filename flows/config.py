@@ -185,6 +185,21 @@ class WindowConfig(_Section):
         )
 
 
+class VolumeConfig(_Section):
+    """News-volume spikes (NewsVolumeSpike), judged beside the negative surges of every
+    key: a window's item count against the key's usual count at that time of the week
+    (see docs/alerts.md)."""
+
+    enabled: bool = True
+    false_alarms_per_month: float = Field(
+        0.03, gt=0, description="false alarms a key may raise in 30 days of event time"
+    )
+    min_ratio: float = Field(2.0, ge=1, description="times the usual count to fire")
+    resolve_ratio: float = Field(1.5, ge=1, description="resolved under this many times it")
+    prior_dispersion: float = Field(0.25, gt=0, description="a new key's burstiness")
+    half_life_seconds: float = Field(28 * 86_400.0, gt=0, description="event time to halve")
+
+
 class DetectorConfig(_Section):
     """The detector of every key (see docs/configuration.md); each kind reads its own fields.
 
@@ -228,6 +243,7 @@ class DetectorConfig(_Section):
     warmup_windows: int = Field(3, ge=0)
     resolve_z: float = 1.5
     resolve_share: float = Field(0.3, ge=0, le=1)
+    volume: VolumeConfig = Field(default_factory=VolumeConfig)
 
 
 class SinksConfig(_Section):

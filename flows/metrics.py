@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_se
 from prometheus_client import Counter as PromCounter
 
 from processors.chain.chain import BatchReport
+from processors.detection.lifecycle import ALERTNAMES
 from processors.envelope.labels import TOPICS
 from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
 from processors.envelope.parse import REASONS
@@ -87,14 +88,14 @@ class Metrics:
         )
         self.alerts = PromCounter(
             "finsentry_alerts_total",
-            "Alert events raised, by status.",
-            ["topic", "status"],
+            "Alert events raised, by alert, key and status.",
+            ["alertname", "topic", "status"],
             registry=r,
         )
         self.alerts_firing = Gauge(
             "finsentry_alerts_firing",
-            "1 while the topic's surge alert is firing.",
-            ["topic"],
+            "1 while the key's alert (a negative surge or a volume spike) is firing.",
+            ["alertname", "topic"],
             registry=r,
         )
         self.batch_size = Histogram(
@@ -122,10 +123,11 @@ class Metrics:
         # dashboards and rate() read 0 instead of "No data".
         for reason in REASONS:
             self.dead_letters.labels(reason)
-        for topic in ALERT_KEYS:
-            self.alerts_firing.labels(topic).set(0)
-            for status in ALERT_STATUSES:
-                self.alerts.labels(topic, status)
+        for alertname in ALERTNAMES:
+            for topic in ALERT_KEYS:
+                self.alerts_firing.labels(alertname, topic).set(0)
+                for status in ALERT_STATUSES:
+                    self.alerts.labels(alertname, topic, status)
 
     def serve(self, port: int, host: str = "127.0.0.1") -> int:
         """Serve `/metrics` in a background thread; returns the bound port (0 picks one)."""
@@ -163,9 +165,9 @@ class Metrics:
         self.window_end.labels(window.topic).set(window.end.timestamp())
 
     def observe_alert(self, alert: AlertEvent) -> None:
-        topic = alert.labels["topic"]
-        self.alerts.labels(topic, alert.status).inc()
-        self.alerts_firing.labels(topic).set(1 if alert.status == "firing" else 0)
+        alertname, topic = alert.labels["alertname"], alert.labels["topic"]
+        self.alerts.labels(alertname, topic, alert.status).inc()
+        self.alerts_firing.labels(alertname, topic).set(1 if alert.status == "firing" else 0)
 
 
 def _labels(message: Message) -> tuple[str, str]:

@@ -32,7 +32,6 @@ from flows.steps import (
     observe_by_topic,
     values_of,
     window_builder,
-    windows_per_month,
 )
 from flows.wiring import Outputs
 from processors.chain.chain import Chain
@@ -78,7 +77,7 @@ def build_flow(
     closed_or_late = op.branch("closed", windowed, lambda kv: isinstance(kv[1], TopicWindow))
     windows = closed_or_late.trues
     classified = op.filter("classified", windows, lambda kv: kv[0] != UNCLASSIFIED)
-    detect = Detect(config.detector, windows_per_month(config.window))
+    detect = Detect(config.detector, config.window)
     alerts = op.key_rm("alerts", op.stateful_flat_map("detect", classified, detect))
     late = op.key_rm("late", closed_or_late.falses)
 

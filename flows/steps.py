@@ -20,13 +20,14 @@ from bytewax.operators import StatefulBatchLogic
 from flows.config import (
     Config,
     DetectorConfig,
+    VolumeConfig,
     WindowConfig,
 )
 from flows.models import build_chain
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
 from processors.chain.chain import Chain
-from processors.detection import DETECTORS, Detector
+from processors.detection import DETECTORS, VOLUME_ALERTNAME, Detector, VolumeDetector
 from processors.detection.lifecycle import TopicMonitor
 from processors.envelope.message import (
     AlertEvent,
@@ -243,21 +244,28 @@ _event_time = attrgetter("header.published_at")
 
 @dataclass(frozen=True)
 class Detect:
-    """Per-key state: a detector and its alert lifecycle (`TopicMonitor`)."""
+    """Per-key state: its detectors, each with its alert lifecycle (`TopicMonitor`): the
+    negative surge, then, unless turned off, the news-volume spike."""
 
     config: DetectorConfig
-    windows_per_month: float  # how often each key's detector judges a window
+    window: WindowConfig
 
     def __call__(
-        self, monitor: TopicMonitor | None, window: TopicWindow
-    ) -> tuple[TopicMonitor, list[AlertEvent]]:
-        if monitor is None:
-            monitor = TopicMonitor(
-                build_detector(self.config, self.windows_per_month),
-                critical_share=self.config.critical_share,
-                broad=window.topic == MARKET,
-            )
-        return monitor, monitor.update(window)
+        self, monitors: list[TopicMonitor] | None, window: TopicWindow
+    ) -> tuple[list[TopicMonitor], list[AlertEvent]]:
+        if monitors is None:
+            per_month = windows_per_month(self.window)
+            monitors = [
+                TopicMonitor(
+                    build_detector(self.config, per_month),
+                    critical_share=self.config.critical_share,
+                    broad=window.topic == MARKET,
+                )
+            ]
+            if self.config.volume.enabled:
+                detector = build_volume_detector(self.config.volume, self.window)
+                monitors.append(TopicMonitor(detector, alertname=VOLUME_ALERTNAME))
+        return monitors, [event for m in monitors for event in m.update(window)]
 
 
 def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector:
@@ -273,6 +281,14 @@ def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector
     if "p_fire" in settable and config.p_fire is None:
         params["p_fire"] = min(config.false_alarms_per_month / windows_per_month, 0.5)
     return kind(**params)
+
+
+def build_volume_detector(config: VolumeConfig, window: WindowConfig) -> VolumeDetector:
+    """The volume detector for windows of `window`'s step, its `p_fire` from the
+    false-alarm budget as for the surge detector."""
+    p_fire = min(config.false_alarms_per_month / windows_per_month(window), 0.5)
+    params = config.model_dump(exclude={"enabled", "false_alarms_per_month"})
+    return VolumeDetector(step_seconds=window.step_seconds, p_fire=p_fire, **params)
 
 
 def windows_per_month(window: WindowConfig) -> float:

@@ -265,6 +265,7 @@ def drain_webhooks(job: Job, seconds: float) -> int:
 def summary(observers: Observers, wall: float) -> None:
     """The run in two lines: what was read, scored and dropped; which topics fired."""
     from flows.metrics import counter_values
+    from flows.sinks.console import alert_key
 
     m = observers.metrics
     read = sum(counter_values(m.messages_in).values())
@@ -277,11 +278,19 @@ def summary(observers: Observers, wall: float) -> None:
         f"done in {wall:.1f} s: {read:,.0f} read, {scored:,.0f} scored "
         f"({scored / max(wall, 1e-9):,.0f}/s), {dups:,.0f} duplicates, "
         f"{sum(dead.values()):,.0f} dead letters"
-        + (f" ({', '.join(f'{k[0]}: {v:.0f}' for k, v in sorted(dead.items()))})" if dead else "")
+        + (
+            f" ({', '.join(f'{k[0]}: {v:.0f}' for k, v in sorted(dead.items()) if v)})"
+            if any(dead.values())
+            else ""
+        )
         + f", {windows:,.0f} windows closed",
         flush=True,
     )
-    fired = sorted(k[0] for k, v in alerts.items() if k[1] == "firing" and v)
+    fired = sorted(
+        alert_key(name, topic)
+        for (name, topic, status), v in alerts.items()
+        if status == "firing" and v
+    )
     print(f"alerts fired: {', '.join(fired) if fired else 'none'}", flush=True)
 
 

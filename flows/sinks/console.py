@@ -8,18 +8,28 @@ from typing import TextIO
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from processors.detection.lifecycle import ALERTNAME
 from processors.envelope.message import AlertEvent
+
+
+def alert_key(alertname: str, topic: str) -> str:
+    """How a person reads which alert: the topic for a surge, "topic (volume)" else."""
+    return topic if alertname == ALERTNAME else f"{topic} (volume)"
 
 
 def describe(alert: AlertEvent) -> str:
     """One line a person reads at a glance."""
     w = alert.window
     icon = "FIRING  " if alert.status == "firing" else "RESOLVED"
+    if alert.labels["alertname"] == ALERTNAME:
+        what = f"negative {w.n_negative}/{w.n} ({w.negative_share:.0%}, usual "
+        what += f"{alert.baseline_negative_share:.0%}"
+    else:
+        what = f"{w.n} items ({w.negative_share:.0%} negative"
     line = (
         f"[{icon}] {alert.labels['alertname']} topic={alert.labels['topic']} "
         f"severity={alert.labels['severity']} window {w.start:%Y-%m-%d %H:%M}-{w.end:%H:%M} "
-        f"negative {w.n_negative}/{w.n} ({w.negative_share:.0%}, usual "
-        f"{alert.baseline_negative_share:.0%}, {alert.score_name}={alert.score:.1f})"
+        f"{what}, {alert.score_name}={alert.score:.1f})"
     )
     if alert.status == "firing" and w.evidence:
         line += "".join(f'\n      - "{e.text[:110]}"' for e in w.evidence[:3])
@@ -72,8 +82,8 @@ class Progress:
             )
 
     def on_alert(self, alert: AlertEvent) -> None:
-        topic = alert.labels["topic"]
+        key = alert_key(alert.labels["alertname"], alert.labels["topic"])
         if alert.status == "firing":
-            self.firing.add(topic)
+            self.firing.add(key)
         else:
-            self.firing.discard(topic)
+            self.firing.discard(key)

@@ -1,24 +1,35 @@
 """Detection: judge each closed window against its key's own history, raise alerts.
 
 One detector per module behind the small `Detector` base (scoring apart from
-thresholding); `DETECTORS` names them for the configuration. `TopicMonitor` holds a
+thresholding); `DETECTORS` names the negative-surge kinds for the configuration, and
+`VolumeDetector` judges news volume beside them. `TopicMonitor` holds a
 key's detector and the alert it may have open: firing once, resolved once.
 """
 
 from processors.detection.base import Assessment, Detector
 from processors.detection.evidence import EvidenceDetector
 from processors.detection.ewma import EwmaDetector
-from processors.detection.lifecycle import ALERTNAME, TopicMonitor, fingerprint
+from processors.detection.lifecycle import (
+    ALERTNAME,
+    ALERTNAMES,
+    VOLUME_ALERTNAME,
+    TopicMonitor,
+    fingerprint,
+)
+from processors.detection.volume import VolumeDetector
 
 DETECTORS: dict[str, type[Detector]] = {"evidence": EvidenceDetector, "ewma": EwmaDetector}
 
 __all__ = [
     "ALERTNAME",
+    "ALERTNAMES",
     "DETECTORS",
+    "VOLUME_ALERTNAME",
     "Assessment",
     "Detector",
     "EvidenceDetector",
     "EwmaDetector",
     "TopicMonitor",
+    "VolumeDetector",
     "fingerprint",
 ]

@@ -1,4 +1,4 @@
-"""The alert lifecycle of one topic: firing once, resolved once, never repeated."""
+"""The alert lifecycle of one key: firing once, resolved once, never repeated."""
 
 from __future__ import annotations
 
@@ -9,8 +9,11 @@ import msgspec
 
 from processors.detection.base import Detector
 from processors.envelope.message import NO_END, AlertEvent, TopicWindow
+from processors.stream.window import MARKET
 
 ALERTNAME = "NegativeSentimentSurge"
+VOLUME_ALERTNAME = "NewsVolumeSpike"
+ALERTNAMES: tuple[str, ...] = (ALERTNAME, VOLUME_ALERTNAME)
 
 
 def fingerprint(alertname: str, topic: str) -> str:
@@ -43,7 +46,10 @@ def without_leading_topic(window: TopicWindow) -> TopicWindow:
 
 @dataclass
 class TopicMonitor:
-    """A topic's detector plus the alert it may have open; Bytewax state per topic.
+    """A key's detector plus the alert it may have open; Bytewax state per key.
+
+    `alertname` says what the detector looks for: a surge of negative news
+    (`ALERTNAME`) or of news volume (`VOLUME_ALERTNAME`); the alert texts follow it.
 
     >>> from datetime import datetime, timedelta
     >>> from processors.detection import EwmaDetector
@@ -60,38 +66,38 @@ class TopicMonitor:
     detector: Detector
     critical_share: float = 0.7
     broad: bool = False  # the market-wide key: judge windows without their leading topic
+    alertname: str = ALERTNAME
     firing: AlertEvent | None = field(default=None)
 
     def update(self, window: TopicWindow) -> list[AlertEvent]:
         """Judge a closed window; return the alert events it causes (zero or one)."""
-        judged = without_leading_topic(window) if self.broad else window
+        surge = self.alertname == ALERTNAME
+        judged = without_leading_topic(window) if self.broad and surge else window
         verdict = self.detector.update(judged, firing=self.firing is not None)
         if self.firing is None and verdict.abnormal:
-            subject = "the market as a whole" if self.broad else window.topic
-            severity = "critical" if window.negative_share >= self.critical_share else "warning"
+            critical = surge and window.negative_share >= self.critical_share
+            summary, description = (_surge_texts if surge else _volume_texts)(
+                window, verdict.baseline, f"{self.detector.score_name} = {verdict.score:.1f}"
+            )
             self.firing = AlertEvent(
                 status="firing",
-                labels={"alertname": ALERTNAME, "topic": window.topic, "severity": severity},
-                annotations={
-                    "summary": f"Surge of negative news on {subject}",
-                    "description": (
-                        f"{window.n_negative} of {window.n} items on {window.topic} were "
-                        f"negative ({window.negative_share:.0%}) between "
-                        f"{window.start:%H:%M} and {window.end:%H:%M} UTC, against a "
-                        f"usual {verdict.baseline:.0%} "
-                        f"({self.detector.score_name} = {verdict.score:.1f})."
-                    ),
+                labels={
+                    "alertname": self.alertname,
+                    "topic": window.topic,
+                    "severity": "critical" if critical else "warning",
                 },
+                annotations={"summary": summary, "description": description},
                 starts_at=window.start,
                 ends_at=NO_END,
-                fingerprint=fingerprint(ALERTNAME, window.topic),
+                fingerprint=fingerprint(self.alertname, window.topic),
                 window=window,
-                baseline_negative_share=round(verdict.baseline, 4),
+                baseline_negative_share=round(verdict.baseline, 4) if surge else 0.0,
                 score=round(verdict.score, 3),
                 score_name=self.detector.score_name,
             )
             return [self.firing]
         if self.firing is not None and verdict.recovered:
+            what = f"{window.negative_share:.0%} negative of " if surge else ""
             resolved = msgspec.structs.replace(
                 self.firing,
                 status="resolved",
@@ -101,12 +107,31 @@ class TopicMonitor:
                 annotations={
                     **self.firing.annotations,
                     "description": (
-                        f"{window.topic} is back to normal: {window.negative_share:.0%} "
-                        f"negative of {window.n} items between {window.start:%H:%M} and "
-                        f"{window.end:%H:%M} UTC."
+                        f"{window.topic} is back to normal: {what}{window.n} items between "
+                        f"{window.start:%H:%M} and {window.end:%H:%M} UTC."
                     ),
                 },
             )
             self.firing = None
             return [resolved]
         return []
+
+
+def _subject(window: TopicWindow) -> str:
+    return "the market as a whole" if window.topic == MARKET else window.topic
+
+
+def _surge_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
+    return f"Surge of negative news on {_subject(window)}", (
+        f"{window.n_negative} of {window.n} items on {window.topic} were negative "
+        f"({window.negative_share:.0%}) between {window.start:%H:%M} and "
+        f"{window.end:%H:%M} UTC, against a usual {baseline:.0%} ({score})."
+    )
+
+
+def _volume_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
+    return f"Spike in news volume on {_subject(window)}", (
+        f"{window.n} items on {window.topic} between {window.start:%H:%M} and "
+        f"{window.end:%H:%M} UTC, against a usual {baseline:.1f} at this time of the "
+        f"week ({score}), whatever their tone."
+    )

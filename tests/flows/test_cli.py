@@ -213,7 +213,9 @@ def test_metrics_endpoint_serves_the_documented_names() -> None:
         assert f"# TYPE {name.removesuffix('_total')}" in body, name
     assert 'finsentry_messages_in_total{input="demo"} 3.0' in body
     # "None so far" reads 0 from the start, not "No data".
-    assert 'finsentry_alerts_firing{topic="energy_oil"} 0.0' in body
-    assert 'finsentry_alerts_firing{topic="all"} 0.0' in body
-    assert 'finsentry_alerts_total{status="firing",topic="macro"} 0.0' in body
+    firing = 'finsentry_alerts_firing{{alertname="{}",topic="{}"}} 0.0'
+    assert firing.format("NegativeSentimentSurge", "energy_oil") in body
+    assert firing.format("NewsVolumeSpike", "all") in body
+    total = 'finsentry_alerts_total{alertname="NewsVolumeSpike",status="firing",topic="macro"} 0.0'
+    assert total in body
     assert 'finsentry_dead_letters_total{reason="late"} 0.0' in body

@@ -16,7 +16,13 @@ from flows.steps import observe_by_topic
 from flows.wiring import Outputs
 from processors.chain import Chain, Processor
 from processors.chain.base import with_result
-from processors.detection import EvidenceDetector, TopicMonitor
+from processors.detection import (
+    ALERTNAME,
+    VOLUME_ALERTNAME,
+    EvidenceDetector,
+    TopicMonitor,
+    fingerprint,
+)
 from processors.envelope.labels import TOPICS
 from processors.envelope.message import AlertEvent, Message, Result, TopicWindow
 from processors.stream import MARKET, TopicWindows
@@ -121,3 +127,42 @@ def test_date_only_times_flow_through_with_daily_windows(tmp_path: Path) -> None
     assert [w.start for w in market] == [DAY0 + timedelta(days=d) for d in range(10)]
     assert all(w.n == 40 for w in market)
     assert sum(w.n for w in windows if w.topic != MARKET) == 400
+
+
+def test_a_burst_of_neutral_coverage_fires_a_volume_spike_and_no_surge(tmp_path: Path) -> None:
+    """Three calm weeks of hourly news (busy days, quiet nights), then ten times the
+    usual energy_oil coverage in one hour, all neutral: its volume is abnormal, its tone
+    is not. Through the whole flow, so the Detect step runs both detectors per key."""
+    lines, start = [], DAY0
+    for hour in range(21 * 24):
+        at = start + timedelta(hours=hour)
+        busy = 8 <= at.hour < 18
+        for topic, n in (("energy_oil", 3 if busy else 1), ("macro", 6 if busy else 2)):
+            for i in range(n):
+                mood = "negative" if (hour + i) % 5 == 0 else "neutral"
+                when = at + timedelta(minutes=7 * i + 1)
+                lines.append((when, f"{topic} {mood} {hour}-{i}"))
+    burst = start + timedelta(days=21, hours=11)
+    lines += [
+        (burst + timedelta(seconds=60 * i), f"energy_oil neutral burst {i}") for i in range(30)
+    ]
+    lines += [(burst + timedelta(hours=2, minutes=i), f"macro neutral after {i}") for i in range(6)]
+    path = tmp_path / "weeks.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"n{i}", "text": text, "published_at": when.isoformat()}) + "\n"
+            for i, (when, text) in enumerate(sorted(lines))
+        )
+    )
+    config = load_config(env={}, overrides={"window.length_seconds": 3600})
+    raised: list[AlertEvent] = []
+    outputs = Outputs(alerts=[TestingSink(raised)])
+    chain = Chain([KeywordLabels()])
+    run_main(build_flow(config, source=JsonLinesSource(path, 256), outputs=outputs, chain=chain))
+    firing = [(e.labels["alertname"], e.labels["topic"]) for e in raised if e.status == "firing"]
+    assert ("NewsVolumeSpike", "energy_oil") in firing
+    assert all(name == "NewsVolumeSpike" for name, _ in firing), firing
+    spike = next(e for e in raised if e.labels["topic"] == "energy_oil")
+    assert spike.starts_at == burst and spike.window.n == 30
+    assert spike.fingerprint == fingerprint(VOLUME_ALERTNAME, "energy_oil")
+    assert spike.fingerprint != fingerprint(ALERTNAME, "energy_oil")
