@@ -117,19 +117,38 @@ class RouteConfig(_Section):
 
 class ProcessorConfig(_Section):
     name: str
-    kind: Literal["classify", "noop"] = Field(
-        "classify", description="noop: pass-through, to measure the pipeline without models"
+    kind: Literal["classify", "noop", "entities"] = Field(
+        "classify",
+        description="noop: pass-through, to measure the pipeline without models; entities: "
+        "the tickers a message names, from the built-in company list (docs/entities.md)",
     )
-    task: Literal["topic", "sentiment"] = "topic"
+    task: Literal["topic", "sentiment", "entities"] = Field(
+        "topic", description="what a classifier labels; an entities processor's is entities"
+    )
     models: list[ModelConfig] = Field(default_factory=lambda: [ModelConfig()], min_length=1)
     merge: Literal["vote", "weighted_mean"] = "weighted_mean"
     route: RouteConfig = RouteConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _entities_task(cls, data: Any) -> Any:
+        """`kind: entities` alone is enough: its task can only be entities."""
+        if isinstance(data, dict) and data.get("kind") == "entities":
+            return {"task": "entities", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _task_fits_kind(self) -> ProcessorConfig:
+        if (self.kind == "entities") != (self.task == "entities") and self.kind != "noop":
+            raise ValueError("task entities is done by kind entities, and only by it")
+        return self
 
 
 def _default_chain() -> list[ProcessorConfig]:
     return [
         ProcessorConfig(name="topic", task="topic"),
         ProcessorConfig(name="sentiment", task="sentiment"),
+        ProcessorConfig(name="entities", kind="entities"),
     ]
 
 
@@ -166,6 +185,13 @@ class WindowConfig(_Section):
         "race: de-duplication and windows wait this long to see them in event order",
     )
     align_to: datetime = datetime(2000, 1, 1, tzinfo=UTC)
+    story_horizon_seconds: float = Field(
+        21_600,
+        ge=0,
+        description="copies of one story (reprints, rewordings) seen within this much event "
+        "time count once per window; 0: only identical texts do",
+    )
+    max_stories: int = Field(10_000, gt=0, description="stories a key remembers, at most")
 
     @model_validator(mode="after")
     def _slide_fits(self) -> WindowConfig:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from flows.config import Config, InferenceConfig, ModelConfig, ProcessorConfig
 from processors.chain import Chain, ClassifyProcessor, Member, NoOpProcessor, Processor, Route
+from processors.entities import EntityCatalog, EntityMatcher, EntityProcessor
 from processors.models import Model, ModelLoadError
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ def build_model(spec: ModelConfig, task: str, inference: InferenceConfig) -> Mod
 
 
 def build_chain(config: Config) -> Chain:
-    """The processors the config names, sharing one instance per distinct model.
+    """The processors the config names, sharing one instance per distinct model and one
+    entity matcher (its automaton is built once, here).
 
     A model that cannot be loaded fails here, at start, naming its processor.
     """
@@ -95,6 +97,7 @@ def build_chain(config: Config) -> Chain:
 
         torch.set_num_threads(config.inference.threads)
     models: dict[tuple[str, str], Model] = {}
+    matchers: list[EntityMatcher] = []
 
     def model_for(p: ProcessorConfig, index: int) -> Model:
         spec = p.models[index]
@@ -111,12 +114,17 @@ def build_chain(config: Config) -> Chain:
     def processor_for(p: ProcessorConfig) -> Processor:
         if p.kind == "noop":
             return NoOpProcessor(p.name)
+        route = Route(frozenset(p.route.sources), frozenset(p.route.langs))
+        if p.kind == "entities":
+            if not matchers:
+                matchers.append(EntityMatcher(EntityCatalog.builtin()))
+            return EntityProcessor(matchers[0], p.name, route)
         return ClassifyProcessor(
             name=p.name,
             task=p.task,
             members=[Member(model_for(p, i), m.weight) for i, m in enumerate(p.models)],
             merge=p.merge,
-            route=Route(frozenset(p.route.sources), frozenset(p.route.langs)),
+            route=route,
         )
 
     return Chain([processor_for(p) for p in config.processors])

@@ -39,6 +39,7 @@ from processors.envelope.message import (
 from processors.envelope.parse import Parser
 from processors.stream.dedupe import Deduplicator
 from processors.stream.frontier import ReorderBuffer
+from processors.stream.stories import StoryIndex
 from processors.stream.window import MARKET, Observation, TopicWindows, observe
 
 X = TypeVar("X")
@@ -174,6 +175,14 @@ def window_builder(config: WindowConfig) -> Callable[[TopicWindows | None], Wind
                     step=timedelta(seconds=config.step_seconds),
                     lateness=timedelta(seconds=config.allowed_lateness_seconds),
                     grace=timedelta(seconds=config.reorder_seconds),
+                    stories=(
+                        StoryIndex(
+                            timedelta(seconds=config.story_horizon_seconds),
+                            max_stories=config.max_stories,
+                        )
+                        if config.story_horizon_seconds
+                        else None
+                    ),
                 )
             )
         return WindowLogic(resumed.resumed(datetime.now(UTC)))

@@ -9,6 +9,7 @@ One subpackage per concern:
   micro-batching, ONNX Runtime).
 - `stream`: per-key stream state: de-duplication, event-time reordering, windows.
 - `detection`: detectors that judge closed windows, and the alert lifecycle.
+- `entities`: which listed companies a message names (feed tickers, cashtags, names).
 - `training`: offline only (training, fine-tuning, export, accuracy gates); nothing on
   the serving path imports it.
 """

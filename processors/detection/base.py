@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from datetime import datetime
 from typing import ClassVar
 
 from processors.envelope.message import TopicWindow
@@ -22,6 +23,9 @@ class Assessment:
     recovered: bool
     baseline: float  # the normal value the window was compared with
     score: float  # how far off normal, in the detector's own unit (its `score_name`)
+    # Where the evidence begins when it spans earlier windows too (a surge that built up
+    # over several): the alert starts there. None: at this window.
+    since: datetime | None = None
 
 
 class Detector(ABC):

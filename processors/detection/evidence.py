@@ -180,6 +180,7 @@ class EvidenceDetector(Detector):
     last_end: datetime | None = field(default=None)
     # (negatives, items) of the suspect windows just before, held back from the baseline.
     held: list[tuple[int, int]] = field(default_factory=list)
+    held_since: datetime | None = None  # the start of the first held window
     seen: float = 0.0  # items of every non-empty window judged (decayed), for the warm-up
 
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
@@ -192,6 +193,7 @@ class EvidenceDetector(Detector):
         k = min(max(window.n_negative, 0), n)
         log_p = log_upper_tail(k, n, a, b)
         share = k / n
+        since = None  # where the evidence begins, when a held run gave it
         if self.held:
             # A surge across window boundaries: judge the run of held windows with this
             # one. Each window draws its own share, so the spread between windows counts
@@ -202,7 +204,7 @@ class EvidenceDetector(Detector):
             run_rho = min(rho * pairs / (run_n * (run_n - 1)) + mean_var, 0.5)
             log_run = log_upper_tail(run_k, run_n, *beta_from_share(share_base, run_rho))
             if log_run < log_p:
-                log_p, share = log_run, run_k / run_n
+                log_p, share, since = log_run, run_k / run_n, self.held_since
         lifted = share >= share_base + self.min_lift
         # Warm-up counts every item seen, surges too: the baseline's own uncertainty is
         # in the tail already; this only keeps a key's very first windows from firing.
@@ -210,19 +212,25 @@ class EvidenceDetector(Detector):
         self.seen += n
         recovered = log_p > math.log(self.p_resolve) or share <= share_base + self.resolve_lift
         if abnormal or firing:
-            self.held = []  # a surge: none of it is normal
+            self.held, self.held_since = [], None  # a surge: none of it is normal
         elif (log_p < math.log(self.p_suspect) and lifted) or (self.held and k / n > share_base):
             # Suspect, not yet evidence: hold it back from the baseline, and let the
             # next window add to it, so a surge cannot teach itself as the normal. A run
             # goes on while its windows stay above the baseline.
+            if not self.held:
+                self.held_since = window.start
             self.held.append((k, n))
         else:
             for held_k, held_n in self.held:
                 self._learn(held_k, held_n)
-            self.held = []
+            self.held, self.held_since = [], None
             self._learn(k, n)
         return Assessment(
-            abnormal=abnormal, recovered=recovered, baseline=share_base, score=-log_p / _LN10
+            abnormal=abnormal,
+            recovered=recovered,
+            baseline=share_base,
+            score=-log_p / _LN10,
+            since=since,
         )
 
     def share(self) -> float:

@@ -21,6 +21,30 @@ def fingerprint(alertname: str, topic: str) -> str:
     return hashlib.sha256(f"alertname={alertname}\x00topic={topic}".encode()).hexdigest()[:16]
 
 
+def story_view(window: TopicWindow) -> TopicWindow:
+    """The window as its detectors judge it: in distinct stories, so that one story
+    reprinted sixty times is one story, not a surge (windows without story counts, as
+    written before stories existed, stay in items).
+
+    >>> from datetime import datetime
+    >>> w = TopicWindow("energy_oil", datetime(2024, 1, 2), datetime(2024, 1, 3), 64, 61, 3,
+    ...                 0, 61 / 64, -0.9, n_stories=5, n_negative_stories=2)
+    >>> view = story_view(w)
+    >>> view.n, view.n_negative, view.negative_share
+    (5, 2, 0.4)
+    """
+    if window.n_stories <= 0:
+        return window
+    return msgspec.structs.replace(
+        window,
+        n=window.n_stories,
+        n_negative=window.n_negative_stories,
+        n_neutral=window.n_stories - window.n_negative_stories,
+        n_positive=0,
+        negative_share=window.n_negative_stories / window.n_stories,
+    )
+
+
 def without_leading_topic(window: TopicWindow) -> TopicWindow:
     """The window less its topic with the most negative items.
 
@@ -72,12 +96,14 @@ class TopicMonitor:
     def update(self, window: TopicWindow) -> list[AlertEvent]:
         """Judge a closed window; return the alert events it causes (zero or one)."""
         surge = self.alertname == ALERTNAME
-        judged = without_leading_topic(window) if self.broad and surge else window
+        judged = story_view(window)
+        if self.broad and surge:
+            judged = without_leading_topic(judged)
         verdict = self.detector.update(judged, firing=self.firing is not None)
         if self.firing is None and verdict.abnormal:
-            critical = surge and window.negative_share >= self.critical_share
+            critical = surge and judged.negative_share >= self.critical_share
             summary, description = (_surge_texts if surge else _volume_texts)(
-                window, verdict.baseline, f"{self.detector.score_name} = {verdict.score:.1f}"
+                judged, verdict.baseline, f"{self.detector.score_name} = {verdict.score:.1f}"
             )
             self.firing = AlertEvent(
                 status="firing",
@@ -87,7 +113,7 @@ class TopicMonitor:
                     "severity": "critical" if critical else "warning",
                 },
                 annotations={"summary": summary, "description": description},
-                starts_at=window.start,
+                starts_at=verdict.since or window.start,
                 ends_at=NO_END,
                 fingerprint=fingerprint(self.alertname, window.topic),
                 window=window,
@@ -97,7 +123,7 @@ class TopicMonitor:
             )
             return [self.firing]
         if self.firing is not None and verdict.recovered:
-            what = f"{window.negative_share:.0%} negative of " if surge else ""
+            what = f"{judged.negative_share:.0%} negative of " if surge else ""
             resolved = msgspec.structs.replace(
                 self.firing,
                 status="resolved",
@@ -107,7 +133,8 @@ class TopicMonitor:
                 annotations={
                     **self.firing.annotations,
                     "description": (
-                        f"{window.topic} is back to normal: {what}{window.n} items between "
+                        f"{window.topic} is back to normal: {what}{judged.n} {_unit(window)} "
+                        "between "
                         f"{window.start:%H:%M} and {window.end:%H:%M} UTC."
                     ),
                 },
@@ -121,9 +148,13 @@ def _subject(window: TopicWindow) -> str:
     return "the market as a whole" if window.topic == MARKET else window.topic
 
 
+def _unit(window: TopicWindow) -> str:
+    return "stories" if window.n_stories > 0 else "items"
+
+
 def _surge_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
     return f"Surge of negative news on {_subject(window)}", (
-        f"{window.n_negative} of {window.n} items on {window.topic} were negative "
+        f"{window.n_negative} of {window.n} {_unit(window)} on {window.topic} were negative "
         f"({window.negative_share:.0%}) between {window.start:%H:%M} and "
         f"{window.end:%H:%M} UTC, against a usual {baseline:.0%} ({score})."
     )
@@ -131,7 +162,7 @@ def _surge_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str,
 
 def _volume_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
     return f"Spike in news volume on {_subject(window)}", (
-        f"{window.n} items on {window.topic} between {window.start:%H:%M} and "
+        f"{window.n} {_unit(window)} on {window.topic} between {window.start:%H:%M} and "
         f"{window.end:%H:%M} UTC, against a usual {baseline:.1f} at this time of the "
         f"week ({score}), whatever their tone."
     )

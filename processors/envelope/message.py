@@ -136,6 +136,7 @@ class Evidence(msgspec.Struct, frozen=True, gc=False):
     text: str
     negative: float  # probability of negative sentiment
     published_at: datetime
+    echoes: int = 0  # other copies of this story in the window (reprints, rewordings)
 
 
 class TopicWindow(msgspec.Struct, frozen=True, gc=False):
@@ -151,11 +152,15 @@ class TopicWindow(msgspec.Struct, frozen=True, gc=False):
     negative_share: float
     mean_score: float  # mean sentiment in [-1, 1]
     evidence: tuple[Evidence, ...] = ()
-    # The topic with the most negative items in the window, its items with a sentiment
-    # and its negatives: the market-wide key judges the window without it.
+    # The topic with the most negative stories in the window, its stories with a
+    # sentiment and its negative stories: the market-wide key judges the window without it.
     leading_topic: str = ""
     leading_n: int = 0
     leading_negative: int = 0
+    # Distinct stories among the items (copies of one story count once), and those whose
+    # first copy in the window is negative.
+    n_stories: int = 0
+    n_negative_stories: int = 0
 
 
 NO_END = datetime(1, 1, 1, tzinfo=UTC)

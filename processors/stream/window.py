@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import heapq
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from operator import attrgetter
 
 import msgspec
 
@@ -14,6 +16,7 @@ from processors.envelope.labels import SENTIMENT_VALUE
 from processors.envelope.message import Evidence, Message, TopicWindow
 from processors.stream.dedupe import normalised_text
 from processors.stream.frontier import EARLIEST, Frontier
+from processors.stream.stories import StoryIndex
 
 EVIDENCE_SIZE = 5
 UNCLASSIFIED = "unclassified"
@@ -30,6 +33,7 @@ class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=
     negative: float
     text: str
     key: str = ""  # the window key, where it is not `topic` (the market-wide key)
+    story: str = ""  # the story it belongs to, within its key (`StoryIndex`)
 
 
 def observe(message: Message, evidence_chars: int = 200) -> Observation:
@@ -47,41 +51,52 @@ def observe(message: Message, evidence_chars: int = 200) -> Observation:
 
 
 class WindowAccumulator:
-    """Counts, score sum and the most negative items of one topic's window."""
+    """Counts of items and of stories, score sum and the most negative stories of one
+    key's window."""
 
-    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum")
+    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum", "stories")
 
     def __init__(self) -> None:
         self.n = 0
         self.counts = {"negative": 0, "neutral": 0, "positive": 0}
         self.score_sum = 0.0
         self.evidence: list[tuple[float, str, Observation]] = []  # min-heap on negative
-        self.by_topic: dict[str, list[int]] = {}  # topic -> [items with sentiment, negatives]
+        # topic -> [stories with sentiment, negative stories], by each story's first copy
+        self.by_topic: dict[str, list[int]] = {}
+        # story -> [copies, whether its first copy here is negative]
+        self.stories: dict[str, list[int]] = {}
 
     def add(self, item: Observation) -> WindowAccumulator:
         self.n += 1
+        negative = item.sentiment == "negative"
+        story = self.stories.get(_story(item))
+        if story is None:
+            self.stories[_story(item)] = [1, int(negative)]
+            if item.sentiment is not None:
+                tally = self.by_topic.get(item.topic)
+                if tally is None:
+                    tally = self.by_topic[item.topic] = [0, 0]
+                tally[0] += 1
+                tally[1] += negative
+        else:
+            story[0] += 1
         if item.sentiment is not None:
             self.counts[item.sentiment] += 1
             self.score_sum += SENTIMENT_VALUE[item.sentiment]
-            tally = self.by_topic.get(item.topic)
-            if tally is None:
-                tally = self.by_topic[item.topic] = [0, 0]
-            tally[0] += 1
-            if item.sentiment == "negative":
-                tally[1] += 1
+            if negative:
                 self._offer((item.negative, item.id, item))
         return self
 
     def _offer(self, entry: tuple[float, str, Observation]) -> None:
-        """Keep `entry` if it is among the most negative, once per text: the same
-        headline from several outlets (which de-duplication by time may let through)
-        is one piece of evidence, shown by its most negative copy."""
+        """Keep `entry` if it is among the most negative, once per story: the same news
+        from several outlets is one piece of evidence, shown by its most negative copy
+        with its echo count."""
         evidence = self.evidence
         if len(evidence) == EVIDENCE_SIZE and entry <= evidence[0]:
             return
-        text = normalised_text(entry[2].text)
+        story = _story(entry[2])
         for i, kept in enumerate(evidence):
-            if normalised_text(kept[2].text) == text:
+            if _story(kept[2]) == story:
                 if entry > kept:
                     evidence[i] = entry
                     heapq.heapify(evidence)
@@ -100,6 +115,9 @@ class WindowAccumulator:
             tally = self.by_topic.setdefault(topic, [0, 0])
             tally[0] += n
             tally[1] += negative
+        for story, (copies, negative) in other.stories.items():
+            mine = self.stories.setdefault(story, [0, negative])
+            mine[0] += copies
         for entry in other.evidence:
             self._offer(entry)
         return self
@@ -107,7 +125,9 @@ class WindowAccumulator:
     def close(self, topic: str, start: datetime, end: datetime) -> TopicWindow:
         with_sentiment = sum(self.counts.values())
         evidence = tuple(
-            Evidence(o.id, o.text, round(o.negative, 4), o.published_at)
+            Evidence(
+                o.id, o.text, round(o.negative, 4), o.published_at, self.stories[_story(o)][0] - 1
+            )
             for _, _, o in sorted(self.evidence, reverse=True)
         )
         leading, (leading_n, leading_negative) = max(
@@ -127,7 +147,19 @@ class WindowAccumulator:
             leading_topic=leading,
             leading_n=leading_n,
             leading_negative=leading_negative,
+            n_stories=len(self.stories),
+            n_negative_stories=sum(negative for _, negative in self.stories.values()),
         )
+
+
+def _event_order(item: Observation) -> tuple[datetime, str]:
+    return item.published_at, item.id
+
+
+def _story(item: Observation) -> str:
+    """An item's story; without story clustering each item is a story of its own. Text
+    repeats that reach a window (de-duplication keeps them an hour) are one story."""
+    return item.story or normalised_text(item.text)
 
 
 class TopicWindows:
@@ -159,8 +191,10 @@ class TopicWindows:
         step: timedelta,
         lateness: timedelta,
         grace: timedelta,
+        stories: StoryIndex | None = None,
     ) -> None:
         self.align_to = align_to
+        self.stories = stories
         self.length = length
         self.step = step
         self.lateness = lateness
@@ -168,6 +202,7 @@ class TopicWindows:
         self.open: dict[int, WindowAccumulator] = {}
         self.topic = UNCLASSIFIED
         self._newest = EARLIEST
+        self._pending: list[Observation] = []  # not late, not yet passed by the watermark
 
     def add(
         self, items: Sequence[Observation], now: datetime
@@ -185,7 +220,6 @@ class TopicWindows:
         moves = not self.frontier.grace
         late: list[Observation] = []
         segment_start = segment_end = EARLIEST
-        windows: list[WindowAccumulator] = []
         for item in items:
             at = item.published_at
             if moves and at - self.lateness > watermark:
@@ -194,11 +228,34 @@ class TopicWindows:
                 late.append(item)
                 continue
             if not segment_start <= at < segment_end:
-                # Items between two window starts fall in the same windows.
+                # Items between two window starts fall in the same windows (opened now,
+                # so that `due` sees them; filled when the watermark passes the items).
+                segment_start, segment_end, _ = self._windows_at(at)
+            self._pending.append(item)
+        return self.close_upto(self._watermark(now)), late
+
+    def _fold_upto(self, watermark: datetime | None) -> None:
+        """Fold the held items the watermark has passed into their windows, in event
+        order (ties by id): stories depend on the order copies come in, and this order
+        is the same however parallel paths interleaved them."""
+        if not self._pending:
+            return
+        self._pending.sort(key=_event_order)
+        cut = len(self._pending)
+        if watermark is not None:
+            cut = bisect_left(self._pending, watermark, key=attrgetter("published_at"))
+        ready, self._pending = self._pending[:cut], self._pending[cut:]
+        segment_start = segment_end = EARLIEST
+        windows: list[WindowAccumulator] = []
+        for item in ready:
+            at = item.published_at
+            if not segment_start <= at < segment_end:
                 segment_start, segment_end, windows = self._windows_at(at)
+            if self.stories is not None:
+                story, _ = self.stories.assign(item.id, item.text, at)
+                item = msgspec.structs.replace(item, story=story)
             for window in windows:
                 window.add(item)
-        return self.close_upto(self._watermark(now)), late
 
     def _windows_at(self, at: datetime) -> tuple[datetime, datetime, list[WindowAccumulator]]:
         """(lo, hi, the windows that hold `at`): every event time in lo..hi falls in
@@ -225,6 +282,7 @@ class TopicWindows:
 
     def close_upto(self, watermark: datetime | None) -> list[TopicWindow]:
         """Close the windows that end at or before `watermark` (all of them if None)."""
+        self._fold_upto(watermark)
         closing = sorted(
             window_id
             for window_id in self.open

@@ -161,11 +161,12 @@ def test_score_texts_and_stdin() -> None:
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     first, second = (json.loads(line) for line in done.stdout.splitlines())
     labels = lambda m: {r["task"]: r["label"] for r in m["trailer"]}  # noqa: E731
-    assert labels(first) == {"topic": "energy_oil", "sentiment": "negative"}
-    assert labels(second)["sentiment"] == "positive"
+    assert labels(first) == {"topic": "energy_oil", "sentiment": "negative", "entities": ""}
+    assert labels(second)["sentiment"] == "positive" and labels(second)["entities"] == "AAPL"
     assert first["header"]["type"] == "scored" and first["header"]["route"] == [
         "topic",
         "sentiment",
+        "entities",
     ]
 
     stdin = b'{"id": "a", "text": "Fed holds rates steady"}\n{"text": ""}\n'

@@ -13,9 +13,10 @@ from tests.helpers import ROOT
 
 def test_defaults_are_the_default_chain_and_tumbling_windows() -> None:
     config = load_config(env={})
-    assert [(p.name, p.task) for p in config.processors] == [
-        ("topic", "topic"),
-        ("sentiment", "sentiment"),
+    assert [(p.name, p.kind, p.task) for p in config.processors] == [
+        ("topic", "classify", "topic"),
+        ("sentiment", "classify", "sentiment"),
+        ("entities", "entities", "entities"),
     ]
     assert config.window.kind == "tumbling" and config.window.step_seconds == 300
     assert config.metrics.host == "127.0.0.1"

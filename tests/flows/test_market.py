@@ -129,6 +129,12 @@ def test_date_only_times_flow_through_with_daily_windows(tmp_path: Path) -> None
     assert sum(w.n for w in windows if w.topic != MARKET) == 400
 
 
+def _story(hour: int, i: int) -> str:
+    """Words of a story of its own (distinct stories, not copies of one)."""
+    tag = f"{hour + 10}x{i}"
+    return f"alpha{tag} beta{tag} gamma{tag}"
+
+
 def test_a_burst_of_neutral_coverage_fires_a_volume_spike_and_no_surge(tmp_path: Path) -> None:
     """Three calm weeks of hourly news (busy days, quiet nights), then ten times the
     usual energy_oil coverage in one hour, all neutral: its volume is abnormal, its tone
@@ -141,12 +147,15 @@ def test_a_burst_of_neutral_coverage_fires_a_volume_spike_and_no_surge(tmp_path:
             for i in range(n):
                 mood = "negative" if (hour + i) % 5 == 0 else "neutral"
                 when = at + timedelta(minutes=7 * i + 1)
-                lines.append((when, f"{topic} {mood} {hour}-{i}"))
+                lines.append((when, f"{topic} {mood} {_story(hour, i)}"))
     burst = start + timedelta(days=21, hours=11)
     lines += [
-        (burst + timedelta(seconds=60 * i), f"energy_oil neutral burst {i}") for i in range(30)
+        (burst + timedelta(seconds=60 * i), f"energy_oil neutral {_story(-1, i)}")
+        for i in range(30)
     ]
-    lines += [(burst + timedelta(hours=2, minutes=i), f"macro neutral after {i}") for i in range(6)]
+    lines += [
+        (burst + timedelta(hours=2, minutes=i), f"macro neutral {_story(-2, i)}") for i in range(6)
+    ]
     path = tmp_path / "weeks.jsonl"
     path.write_text(
         "".join(
@@ -166,3 +175,41 @@ def test_a_burst_of_neutral_coverage_fires_a_volume_spike_and_no_surge(tmp_path:
     assert spike.starts_at == burst and spike.window.n == 30
     assert spike.fingerprint == fingerprint(VOLUME_ALERTNAME, "energy_oil")
     assert spike.fingerprint != fingerprint(ALERTNAME, "energy_oil")
+
+
+def test_one_negative_story_echoed_sixty_times_is_one_story_not_a_surge(tmp_path: Path) -> None:
+    """A calm topic, then one negative story reprinted and reworded 60 times in ten
+    minutes: one story, so no surge; the evidence lists it once, with its echoes."""
+    lines = []
+    for hour in range(8 * 24):
+        at = DAY0 + timedelta(hours=hour)
+        for i in range(4):
+            mood = "negative" if (hour + i) % 5 == 0 else "neutral"
+            lines.append((at + timedelta(minutes=11 * i), f"energy_oil {mood} {_story(hour, i)}"))
+    echo_at = DAY0 + timedelta(days=7, hours=10)
+    copies = ("", " sources say", " - report", " in Texas", ", shares fall")
+    story = "Refinery fire shuts Valero Port Arthur plant"
+    for i in range(60):
+        text = story + copies[i % len(copies)]
+        text = text.upper() if i % 2 else text
+        lines.append((echo_at + timedelta(seconds=10 * i), f"energy_oil negative {text}"))
+    path = tmp_path / "echoes.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": f"e{i}", "text": text, "published_at": when.isoformat()}) + "\n"
+            for i, (when, text) in enumerate(sorted(lines))
+        )
+    )
+    config = load_config(env={}, overrides={"window.length_seconds": 3600, "dedupe.enabled": False})
+    raised: list[AlertEvent] = []
+    windows: list[TopicWindow] = []
+    outputs = Outputs(alerts=[TestingSink(raised)], windows=[TestingSink(windows)])
+    chain = Chain([KeywordLabels()])
+    run_main(build_flow(config, source=JsonLinesSource(path, 256), outputs=outputs, chain=chain))
+    surges = [e for e in raised if e.labels["alertname"] == ALERTNAME]
+    assert surges == []
+    echoed = next(w for w in windows if w.topic == "energy_oil" and w.start == echo_at)
+    assert echoed.n == 64 and echoed.n_negative >= 60  # every copy counts as an item
+    assert echoed.n_stories == 5  # the four calm ones and the echoed one
+    (valero,) = [e for e in echoed.evidence if "VALERO" in e.text.upper()]
+    assert valero.echoes == 59

@@ -116,8 +116,10 @@ def test_onnx_backend_scores_through_the_config(
     result = chain.process([message(t, id=str(i)) for i, t in enumerate(texts)])
     assert len(result.scored) == 2 and not result.dead_letters
     for scored in result.scored:
-        assert [r.task for r in scored.trailer] == ["topic", "sentiment"]
-        assert all(sum(r.scores.values()) == pytest.approx(1.0, abs=1e-3) for r in scored.trailer)
+        assert [r.task for r in scored.trailer] == ["topic", "sentiment", "entities"]
+        classified = scored.trailer[:2]
+        assert all(sum(r.scores.values()) == pytest.approx(1.0, abs=1e-3) for r in classified)
+    assert [m.trailer[-1].label for m in result.scored] == ["", "GS,TSLA"]
 
     # A missing export stops the job at start, naming the command that makes one.
     missing = tmp_path / "missing"
