@@ -376,3 +376,24 @@ def test_sweep_and_p_fire_for_rate() -> None:
     assert points[1].alerts == 1 and points[1].abnormal >= 1
     assert sweep([(0, 0)] * 3, [1e-4])[0].fire_rate == 0.0
     assert p_fire_for_rate(1 / 30, FIVE_MINUTES) == pytest.approx(1 / 30 / 288)
+
+
+def test_an_alert_on_a_held_run_starts_where_the_run_began() -> None:
+    """Day 30 is suspect but not evidence; day 31 makes the run evidence: the surge
+    began on day 30, and the alert says so."""
+    from datetime import datetime, timedelta
+
+    from processors.detection import TopicMonitor
+    from processors.envelope.message import TopicWindow
+
+    def day(k: int, d: int) -> TopicWindow:
+        start = datetime(2024, 1, 1) + timedelta(days=d)
+        return TopicWindow("macro", start, start + timedelta(days=1), 50, k, 50 - k, 0, k / 50, 0.0)
+
+    monitor = TopicMonitor(EvidenceDetector(p_fire=1e-4))
+    for d in range(30):
+        assert monitor.update(day(5, d)) == []
+    assert monitor.update(day(13, 30)) == []
+    (alert,) = monitor.update(day(14, 31))
+    assert alert.status == "firing"
+    assert alert.starts_at == datetime(2024, 1, 31) and alert.window.start == datetime(2024, 2, 1)
