@@ -186,12 +186,15 @@ class WindowConfig(_Section):
     )
     align_to: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     story_horizon_seconds: float = Field(
-        21_600,
+        0,
         ge=0,
-        description="copies of one story (reprints, rewordings) seen within this much event "
-        "time count once per window; 0: only identical texts do",
+        description="0: copies of one story are its identical texts (case and punctuation "
+        "aside); above 0, reprints and rewordings seen within this much event time too "
+        "(costs about 100 us an item per key: see docs/messages.md)",
     )
-    max_stories: int = Field(10_000, gt=0, description="stories a key remembers, at most")
+    max_stories: int = Field(
+        5_000, gt=0, description="stories a key remembers, at most (snapshots carry them)"
+    )
 
     @model_validator(mode="after")
     def _slide_fits(self) -> WindowConfig:
@@ -397,6 +400,7 @@ class AlertRoute(_Section):
 
     severities: list[Literal["warning", "critical"]] = []
     topics: list[str] = []
+    entities: list[str] = Field([], description="tickers; an entity's alerts carry `entity`")
     send_resolved: bool = True
 
     @field_validator("topics")
@@ -413,6 +417,7 @@ class AlertRoute(_Section):
             (self.send_resolved or alert.status != "resolved")
             and (not self.severities or alert.labels.get("severity") in self.severities)
             and (not self.topics or alert.labels.get("topic") in self.topics)
+            and (not self.entities or alert.labels.get("entity") in self.entities)
         )
 
 

@@ -18,7 +18,7 @@ from processors.detection.lifecycle import ALERTNAMES
 from processors.envelope.labels import TOPICS
 from processors.envelope.message import AlertEvent, DeadLetter, Message, TopicWindow
 from processors.envelope.parse import REASONS
-from processors.stream.window import MARKET
+from processors.stream.window import MARKET, entity_of
 
 ALERT_KEYS: tuple[str, ...] = (*TOPICS, MARKET)  # every key that can raise an alert
 ALERT_STATUSES: tuple[str, ...] = ("firing", "resolved")
@@ -119,11 +119,31 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.entity_windows_closed = PromCounter(
+            "finsentry_entity_windows_closed_total",
+            "Closed windows of entity keys (one per ticker named).",
+            registry=r,
+        )
+        self.entity_alerts = PromCounter(
+            "finsentry_entity_alerts_total",
+            "Alert events of entity keys, by alert and status.",
+            ["alertname", "status"],
+            registry=r,
+        )
+        self.entity_alerts_firing = Gauge(
+            "finsentry_entity_alerts_firing",
+            "Entities whose alert is firing now, by alert.",
+            ["alertname"],
+            registry=r,
+        )
         # Series that mean "none so far" exist from the start at 0, so a healthy job's
         # dashboards and rate() read 0 instead of "No data".
         for reason in REASONS:
             self.dead_letters.labels(reason)
         for alertname in ALERTNAMES:
+            self.entity_alerts_firing.labels(alertname).set(0)
+            for status in ALERT_STATUSES:
+                self.entity_alerts.labels(alertname, status)
             for topic in ALERT_KEYS:
                 self.alerts_firing.labels(alertname, topic).set(0)
                 for status in ALERT_STATUSES:
@@ -158,6 +178,9 @@ class Metrics:
             self.classified.labels(topic, sentiment).inc(n)
 
     def observe_window(self, window: TopicWindow) -> None:
+        if entity_of(window.topic) is not None:  # tickers are not a bounded label set
+            self.entity_windows_closed.inc()
+            return
         self.windows_closed.labels(window.topic).inc()
         self.window_messages.labels(window.topic).set(window.n)
         self.window_negative_share.labels(window.topic).set(window.negative_share)
@@ -165,6 +188,11 @@ class Metrics:
         self.window_end.labels(window.topic).set(window.end.timestamp())
 
     def observe_alert(self, alert: AlertEvent) -> None:
+        if "entity" in alert.labels:
+            alertname = alert.labels["alertname"]
+            self.entity_alerts.labels(alertname, alert.status).inc()
+            self.entity_alerts_firing.labels(alertname).inc(1 if alert.status == "firing" else -1)
+            return
         alertname, topic = alert.labels["alertname"], alert.labels["topic"]
         self.alerts.labels(alertname, topic, alert.status).inc()
         self.alerts_firing.labels(alertname, topic).set(1 if alert.status == "firing" else 0)

@@ -29,6 +29,7 @@ from flows.sources import RawRecord
 from processors.chain.chain import Chain
 from processors.detection import DETECTORS, VOLUME_ALERTNAME, Detector, VolumeDetector
 from processors.detection.lifecycle import TopicMonitor
+from processors.entities import tickers
 from processors.envelope.message import (
     AlertEvent,
     DeadLetter,
@@ -40,7 +41,14 @@ from processors.envelope.parse import Parser
 from processors.stream.dedupe import Deduplicator
 from processors.stream.frontier import ReorderBuffer
 from processors.stream.stories import StoryIndex
-from processors.stream.window import MARKET, Observation, TopicWindows, observe
+from processors.stream.window import (
+    MARKET,
+    MAX_ENTITIES,
+    Observation,
+    TopicWindows,
+    entity_key,
+    observe,
+)
 
 X = TypeVar("X")
 
@@ -148,8 +156,8 @@ class WindowLogic(StatefulBatchLogic[Observation, TopicWindow | DeadLetter, Topi
         now = datetime.now(UTC)
         closed, late = self.windows.add(values, now)
         # An item is dead-lettered once, by its topic's key; one late only for the
-        # market-wide key is still counted in its topic's window.
-        letters = [late_letter(o, now) for o in late if o.key != MARKET]
+        # market-wide or an entity's key is still counted in its topic's window.
+        letters = [late_letter(o, now) for o in late if not o.key]
         return [*closed, *letters], StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
@@ -197,10 +205,15 @@ def values_of(batch: list[tuple[str, X]]) -> list[X]:
 
 def observe_by_topic(batch: list[Message]) -> list[tuple[str, Observation]]:
     """Scored messages -> (key, the window's view of each), a batch at a time: each
-    under its topic and under the market-wide key."""
+    under its topic, under the market-wide key, and under each entity it names (the
+    first `MAX_ENTITIES` of them)."""
     out = []
-    for o in map(observe, batch):
+    for message in batch:
+        o = observe(message)
         out += ((o.topic, o), (MARKET, msgspec.structs.replace(o, key=MARKET)))
+        for ticker in tickers(message)[:MAX_ENTITIES]:
+            key = entity_key(ticker)
+            out.append((key, msgspec.structs.replace(o, key=key)))
     return out
 
 

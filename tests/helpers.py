@@ -42,3 +42,10 @@ def window(topic: str, n: int, negative: int, index: int, minutes: int = 5) -> T
 
 def jsonl(items: Iterable[dict[str, object]]) -> bytes:
     return b"".join(json.dumps(item).encode() + b"\n" for item in items)
+
+
+def is_topic_window(topic: str) -> bool:
+    """A window of one topic: not the market-wide key, not an entity's key ("$BA")."""
+    from processors.stream.window import MARKET, entity_of
+
+    return topic != MARKET and entity_of(topic) is None

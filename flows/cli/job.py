@@ -291,6 +291,12 @@ def summary(observers: Observers, wall: float) -> None:
         for (name, topic, status), v in alerts.items()
         if status == "firing" and v
     )
+    entities = counter_values(m.entity_alerts)
+    fired += [
+        alert_key(name, f"{v:.0f} entities")
+        for (name, status), v in sorted(entities.items())
+        if status == "firing" and v
+    ]
     print(f"alerts fired: {', '.join(fired) if fired else 'none'}", flush=True)
 
 

@@ -10,11 +10,24 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from processors.detection.lifecycle import ALERTNAME
 from processors.envelope.message import AlertEvent
+from processors.stream.window import entity_key
 
 
-def alert_key(alertname: str, topic: str) -> str:
-    """How a person reads which alert: the topic for a surge, "topic (volume)" else."""
-    return topic if alertname == ALERTNAME else f"{topic} (volume)"
+def alert_key(alertname: str, key: str) -> str:
+    """How a person reads which alert: the key (a topic, `all` or `$TICKER`) for a
+    surge, "key (volume)" for a volume spike."""
+    return key if alertname == ALERTNAME else f"{key} (volume)"
+
+
+def alert_subject(alert: AlertEvent) -> str:
+    """The key an alert is about, as windows name it: a topic, `all` or `$TICKER`."""
+    entity = alert.labels.get("entity")
+    return entity_key(entity) if entity else alert.labels.get("topic", "")
+
+
+def _key_text(alert: AlertEvent) -> str:
+    entity = alert.labels.get("entity")
+    return f"entity={entity}" if entity else f"topic={alert.labels.get('topic')}"
 
 
 def describe(alert: AlertEvent) -> str:
@@ -27,7 +40,7 @@ def describe(alert: AlertEvent) -> str:
     else:
         what = f"{w.n} items ({w.negative_share:.0%} negative"
     line = (
-        f"[{icon}] {alert.labels['alertname']} topic={alert.labels['topic']} "
+        f"[{icon}] {alert.labels['alertname']} {_key_text(alert)} "
         f"severity={alert.labels['severity']} window {w.start:%Y-%m-%d %H:%M}-{w.end:%H:%M} "
         f"{what}, {alert.score_name}={alert.score:.1f})"
     )
@@ -82,7 +95,7 @@ class Progress:
             )
 
     def on_alert(self, alert: AlertEvent) -> None:
-        key = alert_key(alert.labels["alertname"], alert.labels["topic"])
+        key = alert_key(alert.labels["alertname"], alert_subject(alert))
         if alert.status == "firing":
             self.firing.add(key)
         else:

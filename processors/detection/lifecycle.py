@@ -9,16 +9,24 @@ import msgspec
 
 from processors.detection.base import Detector
 from processors.envelope.message import NO_END, AlertEvent, TopicWindow
-from processors.stream.window import MARKET
+from processors.stream.window import MARKET, entity_of
 
 ALERTNAME = "NegativeSentimentSurge"
 VOLUME_ALERTNAME = "NewsVolumeSpike"
 ALERTNAMES: tuple[str, ...] = (ALERTNAME, VOLUME_ALERTNAME)
 
 
-def fingerprint(alertname: str, topic: str) -> str:
-    """Stable per (alertname, topic), as Alertmanager's fingerprints are per label set."""
-    return hashlib.sha256(f"alertname={alertname}\x00topic={topic}".encode()).hexdigest()[:16]
+def fingerprint(alertname: str, key: str) -> str:
+    """Stable per (alertname, key), as Alertmanager's fingerprints are per label set:
+    the key's label is `topic`, or `entity` for an entity's key."""
+    label, value = key_label(key)
+    return hashlib.sha256(f"alertname={alertname}\x00{label}={value}".encode()).hexdigest()[:16]
+
+
+def key_label(key: str) -> tuple[str, str]:
+    """The alert label that names a window key: ("entity", "BA") or ("topic", key)."""
+    ticker = entity_of(key)
+    return ("topic", key) if ticker is None else ("entity", ticker)
 
 
 def story_view(window: TopicWindow) -> TopicWindow:
@@ -107,11 +115,13 @@ class TopicMonitor:
             )
             self.firing = AlertEvent(
                 status="firing",
-                labels={
-                    "alertname": self.alertname,
-                    "topic": window.topic,
-                    "severity": "critical" if critical else "warning",
-                },
+                labels=dict(
+                    (
+                        ("alertname", self.alertname),
+                        key_label(window.topic),
+                        ("severity", "critical" if critical else "warning"),
+                    )
+                ),
                 annotations={"summary": summary, "description": description},
                 starts_at=verdict.since or window.start,
                 ends_at=NO_END,
@@ -145,7 +155,7 @@ class TopicMonitor:
 
 
 def _subject(window: TopicWindow) -> str:
-    return "the market as a whole" if window.topic == MARKET else window.topic
+    return "the market as a whole" if window.topic == MARKET else window.topic.lstrip("$")
 
 
 def _unit(window: TopicWindow) -> str:

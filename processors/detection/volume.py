@@ -124,7 +124,7 @@ class VolumeDetector(Detector):
     prior_dispersion_windows: float = 10.0
     min_dispersion: float = 0.01
     half_life_seconds: float = 28 * 86_400.0
-    warmup_windows: float = 24.0
+    warmup_windows: float = 12.0
     warmup_slot_windows: float = 0.8  # the slot seen about once: a week for hourly windows
 
     # Decayed sums: per slot (count, windows), over all slots, and of squared residuals.

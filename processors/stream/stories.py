@@ -28,6 +28,7 @@ _FURNITURE = re.compile(
     r"^(?:(?:update|corrected|refile|breaking|exclusive|analysis|instant view|factbox|"
     r"wrapup|timeline|explainer|live|watch|video)\s*\d*\s+)+"
 )
+_DIGIT = re.compile(r"\d")
 _STOP_TEXT = """a an the and or but of to in on at for from by with as is are was were be
 been it its this that these those after before over under amid says said say will would
 could may might new up down out into than then there their they he she his her we our
@@ -50,13 +51,14 @@ def content_words(text: str) -> frozenset[str]:
 def _figures(words: frozenset[str]) -> frozenset[str]:
     """The words with a digit: prices, percentages, counts. Copies of a story carry
     the same figures; a new figure is a new development."""
-    return frozenset(w for w in words if any(c.isdigit() for c in w))
+    return frozenset(w for w in words if _DIGIT.search(w))
 
 
 @dataclass
 class _Story:
     id: str
     words: frozenset[str]
+    figures: frozenset[str]  # its words with a digit
     last_seen: datetime
     echoes: int = 0  # copies after the first
 
@@ -81,9 +83,10 @@ class StoryIndex:
     min_overlap: float = 0.4  # of the longer text's: a clause added, not a new article
     keys_per_story: int = 4  # index entries per story: its rarest words
     max_stories: int = 50_000
+    posting_size: int = 16  # stories kept per indexed word: a message meets a few dozen
     _stories: OrderedDict[str, _Story] = field(default_factory=OrderedDict)  # oldest first
-    _postings: dict[str, set[str]] = field(default_factory=dict)  # word -> story ids
-    _df: dict[str, int] = field(default_factory=dict)  # word -> stories it is indexed in
+    # word -> the latest `posting_size` story ids indexed under it, oldest first
+    _postings: dict[str, list[str]] = field(default_factory=dict)
 
     def assign(self, message_id: str, text: str, at: datetime) -> tuple[str, int]:
         """(story id, echoes before this copy): the story `text` belongs to at event
@@ -92,11 +95,13 @@ class StoryIndex:
         words = content_words(text)
         story = self._match(words)
         if story is None:
-            story = _Story(message_id, words, at)
+            story = _Story(message_id, words, _figures(words), at)
             self._stories[story.id] = story
             for word in self._index_words(words):
-                self._postings.setdefault(word, set()).add(story.id)
-                self._df[word] = self._df.get(word, 0) + 1
+                ids = self._postings.setdefault(word, [])
+                ids.append(story.id)
+                if len(ids) > self.posting_size:
+                    del ids[0]  # a word that many stories share says little: keep the latest
             return story.id, 0
         story.echoes += 1
         story.last_seen = max(story.last_seen, at)
@@ -111,12 +116,14 @@ class StoryIndex:
             return None
         candidates: set[str] = set()
         for word in words:
-            candidates |= self._postings.get(word, set())
+            candidates.update(self._postings.get(word, ()))
         best: tuple[float, datetime, str] | None = None  # (containment, last seen, id)
         figures = _figures(words)
         for story_id in candidates:
-            story = self._stories[story_id]
-            theirs = _figures(story.words)
+            story = self._stories.get(story_id)
+            if story is None:
+                continue
+            theirs = story.figures
             if figures and theirs and not figures & theirs:
                 continue  # "crude below $74", then "crude below $72": news moved on
             shared = len(words & story.words)
@@ -135,7 +142,7 @@ class StoryIndex:
     def _index_words(self, words: frozenset[str]) -> list[str]:
         """A story's rarest words (fewest stories indexed under them; long ones first
         among equals): a reprint shares most of them, an unrelated story few."""
-        ranked = sorted(words, key=lambda w: (self._df.get(w, 0), -len(w), w))
+        ranked = sorted(words, key=lambda w: (len(self._postings.get(w, ())), -len(w), w))
         return ranked[: self.keys_per_story] if len(ranked) > self.keys_per_story else ranked
 
     def _forget(self, now: datetime) -> None:
@@ -149,7 +156,6 @@ class StoryIndex:
             for word in oldest.words:
                 ids = self._postings.get(word)
                 if ids is not None and oldest.id in ids:
-                    ids.discard(oldest.id)
-                    self._df[word] -= 1
+                    ids.remove(oldest.id)
                     if not ids:
-                        del self._postings[word], self._df[word]
+                        del self._postings[word]

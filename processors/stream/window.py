@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import copy
 import heapq
 import math
-from bisect import bisect_left
+import pickle
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from operator import attrgetter
@@ -21,6 +21,21 @@ from processors.stream.stories import StoryIndex
 EVIDENCE_SIZE = 5
 UNCLASSIFIED = "unclassified"
 MARKET = "all"  # the key of the whole stream, beside one key per topic
+ENTITY_PREFIX = "$"  # an entity's key is its ticker as a cashtag: "$BA"
+MAX_ENTITIES = 8  # entity keys one message may feed: a list of every index member is not news
+
+
+def entity_key(ticker: str) -> str:
+    return ENTITY_PREFIX + ticker
+
+
+def entity_of(key: str) -> str | None:
+    """The ticker of an entity key; None for a topic or the market-wide key.
+
+    >>> entity_of("$BA"), entity_of("energy_oil")
+    ('BA', None)
+    """
+    return key[len(ENTITY_PREFIX) :] if key.startswith(ENTITY_PREFIX) else None
 
 
 class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=True):
@@ -202,7 +217,10 @@ class TopicWindows:
         self.open: dict[int, WindowAccumulator] = {}
         self.topic = UNCLASSIFIED
         self._newest = EARLIEST
-        self._pending: list[Observation] = []  # not late, not yet passed by the watermark
+        # Not late, not yet passed by the watermark: sorted by (event time, id); those
+        # before `_first_pending` are folded already.
+        self._pending: list[Observation] = []
+        self._first_pending = 0
 
     def add(
         self, items: Sequence[Observation], now: datetime
@@ -231,20 +249,24 @@ class TopicWindows:
                 # Items between two window starts fall in the same windows (opened now,
                 # so that `due` sees them; filled when the watermark passes the items).
                 segment_start, segment_end, _ = self._windows_at(at)
-            self._pending.append(item)
+            insort(self._pending, item, lo=self._first_pending, key=_event_order)
         return self.close_upto(self._watermark(now)), late
 
     def _fold_upto(self, watermark: datetime | None) -> None:
         """Fold the held items the watermark has passed into their windows, in event
         order (ties by id): stories depend on the order copies come in, and this order
         is the same however parallel paths interleaved them."""
-        if not self._pending:
-            return
-        self._pending.sort(key=_event_order)
-        cut = len(self._pending)
+        pending, first = self._pending, self._first_pending
+        cut = len(pending)
         if watermark is not None:
-            cut = bisect_left(self._pending, watermark, key=attrgetter("published_at"))
-        ready, self._pending = self._pending[:cut], self._pending[cut:]
+            cut = bisect_left(pending, watermark, lo=first, key=attrgetter("published_at"))
+        if cut == first:
+            return
+        ready = pending[first:cut]
+        if 2 * cut > len(pending):  # drop the folded head once it is the larger part
+            del pending[:cut]
+            cut = 0
+        self._first_pending = cut
         segment_start = segment_end = EARLIEST
         windows: list[WindowAccumulator] = []
         for item in ready:
@@ -302,8 +324,15 @@ class TopicWindows:
         return self
 
     def copy(self) -> TopicWindows:
-        """A snapshot that later changes do not touch."""
-        return copy.deepcopy(self)
+        """A snapshot that later changes do not touch (held items are immutable, so
+        their list is copied, not each of them)."""
+        pending, self._pending = self._pending, []
+        try:  # a pickle round trip: several times faster than deepcopy on story indexes
+            twin: TopicWindows = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
+        finally:
+            self._pending = pending
+        twin._pending, twin._first_pending = pending[self._first_pending :], 0
+        return twin
 
     def _close(self, window_id: int) -> TopicWindow:
         window = self.open.pop(window_id)
