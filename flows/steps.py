@@ -301,14 +301,19 @@ def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector
     settable = {f.name for f in fields(kind)} & set(DetectorConfig.model_fields)
     params = config.model_dump(include=settable, exclude_none=True)
     if "p_fire" in settable and config.p_fire is None:
-        params["p_fire"] = min(config.false_alarms_per_month / windows_per_month, 0.5)
+        params["p_fire"] = p_fire_for_budget(config.false_alarms_per_month, windows_per_month)
     return kind(**params)
+
+
+def p_fire_for_budget(false_alarms_per_month: float, windows_per_month: float) -> float:
+    """The per-window tail probability that spends a key's monthly false-alarm budget."""
+    return min(false_alarms_per_month / windows_per_month, 0.5)
 
 
 def build_volume_detector(config: VolumeConfig, window: WindowConfig) -> VolumeDetector:
     """The volume detector for windows of `window`'s step, its `p_fire` from the
     false-alarm budget as for the surge detector."""
-    p_fire = min(config.false_alarms_per_month / windows_per_month(window), 0.5)
+    p_fire = p_fire_for_budget(config.false_alarms_per_month, windows_per_month(window))
     params = config.model_dump(exclude={"enabled", "false_alarms_per_month"})
     return VolumeDetector(step_seconds=window.step_seconds, p_fire=p_fire, **params)
 

@@ -113,15 +113,14 @@ class TopicMonitor:
             summary, description = (_surge_texts if surge else _volume_texts)(
                 judged, verdict.baseline, f"{self.detector.score_name} = {verdict.score:.1f}"
             )
+            label, value = key_label(window.topic)
             self.firing = AlertEvent(
                 status="firing",
-                labels=dict(
-                    (
-                        ("alertname", self.alertname),
-                        key_label(window.topic),
-                        ("severity", "critical" if critical else "warning"),
-                    )
-                ),
+                labels={
+                    "alertname": self.alertname,
+                    label: value,
+                    "severity": "critical" if critical else "warning",
+                },
                 annotations={"summary": summary, "description": description},
                 starts_at=verdict.since or window.start,
                 ends_at=NO_END,
@@ -155,7 +154,7 @@ class TopicMonitor:
 
 
 def _subject(window: TopicWindow) -> str:
-    return "the market as a whole" if window.topic == MARKET else window.topic.lstrip("$")
+    return "the market as a whole" if window.topic == MARKET else key_label(window.topic)[1]
 
 
 def _unit(window: TopicWindow) -> str:

@@ -48,7 +48,6 @@ class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=
     negative: float
     text: str
     key: str = ""  # the window key, where it is not `topic` (the market-wide key)
-    story: str = ""  # the story it belongs to, within its key (`StoryIndex`)
 
 
 def observe(message: Message, evidence_chars: int = 200) -> Observation:
@@ -75,18 +74,21 @@ class WindowAccumulator:
         self.n = 0
         self.counts = {"negative": 0, "neutral": 0, "positive": 0}
         self.score_sum = 0.0
-        self.evidence: list[tuple[float, str, Observation]] = []  # min-heap on negative
+        # (negative, id, item, story), a min-heap on negative
+        self.evidence: list[tuple[float, str, Observation, str]] = []
         # topic -> [stories with sentiment, negative stories], by each story's first copy
         self.by_topic: dict[str, list[int]] = {}
         # story -> [copies, whether its first copy here is negative]
         self.stories: dict[str, list[int]] = {}
 
-    def add(self, item: Observation) -> WindowAccumulator:
+    def add(self, item: Observation, story_key: str | None = None) -> WindowAccumulator:
+        """Fold in `item`, of story `story_key` (by default, its own text's story)."""
         self.n += 1
         negative = item.sentiment == "negative"
-        story = self.stories.get(_story(item))
+        story_key = story_key or _story(item)
+        story = self.stories.get(story_key)
         if story is None:
-            self.stories[_story(item)] = [1, int(negative)]
+            self.stories[story_key] = [1, int(negative)]
             if item.sentiment is not None:
                 tally = self.by_topic.get(item.topic)
                 if tally is None:
@@ -99,19 +101,18 @@ class WindowAccumulator:
             self.counts[item.sentiment] += 1
             self.score_sum += SENTIMENT_VALUE[item.sentiment]
             if negative:
-                self._offer((item.negative, item.id, item))
+                self._offer((item.negative, item.id, item, story_key))
         return self
 
-    def _offer(self, entry: tuple[float, str, Observation]) -> None:
+    def _offer(self, entry: tuple[float, str, Observation, str]) -> None:
         """Keep `entry` if it is among the most negative, once per story: the same news
         from several outlets is one piece of evidence, shown by its most negative copy
         with its echo count."""
         evidence = self.evidence
         if len(evidence) == EVIDENCE_SIZE and entry <= evidence[0]:
             return
-        story = _story(entry[2])
         for i, kept in enumerate(evidence):
-            if _story(kept[2]) == story:
+            if kept[3] == entry[3]:
                 if entry > kept:
                     evidence[i] = entry
                     heapq.heapify(evidence)
@@ -140,10 +141,8 @@ class WindowAccumulator:
     def close(self, topic: str, start: datetime, end: datetime) -> TopicWindow:
         with_sentiment = sum(self.counts.values())
         evidence = tuple(
-            Evidence(
-                o.id, o.text, round(o.negative, 4), o.published_at, self.stories[_story(o)][0] - 1
-            )
-            for _, _, o in sorted(self.evidence, reverse=True)
+            Evidence(o.id, o.text, round(o.negative, 4), o.published_at, self.stories[story][0] - 1)
+            for _, _, o, story in sorted(self.evidence, reverse=True)
         )
         leading, (leading_n, leading_negative) = max(
             self.by_topic.items(), key=lambda kv: (kv[1][1], kv[1][0], kv[0]), default=("", (0, 0))
@@ -172,9 +171,9 @@ def _event_order(item: Observation) -> tuple[datetime, str]:
 
 
 def _story(item: Observation) -> str:
-    """An item's story; without story clustering each item is a story of its own. Text
-    repeats that reach a window (de-duplication keeps them an hour) are one story."""
-    return item.story or normalised_text(item.text)
+    """An item's story without story clustering: its text, as a reader compares texts,
+    so repeats that reach a window (de-duplication keeps them an hour) are one story."""
+    return normalised_text(item.text)
 
 
 class TopicWindows:
@@ -273,11 +272,13 @@ class TopicWindows:
             at = item.published_at
             if not segment_start <= at < segment_end:
                 segment_start, segment_end, windows = self._windows_at(at)
-            if self.stories is not None:
-                story, _ = self.stories.assign(item.id, item.text, at)
-                item = msgspec.structs.replace(item, story=story)
+            story = (
+                _story(item)
+                if self.stories is None
+                else self.stories.assign(item.id, item.text, at)[0]
+            )
             for window in windows:
-                window.add(item)
+                window.add(item, story)
 
     def _windows_at(self, at: datetime) -> tuple[datetime, datetime, list[WindowAccumulator]]:
         """(lo, hi, the windows that hold `at`): every event time in lo..hi falls in
