@@ -14,6 +14,7 @@ from bytewax.outputs import FixedPartitionedSink, Sink
 from bytewax.recovery import init_db_dir
 
 from flows.config import Config
+from flows.private import private_dir, private_file
 from flows.sinks.console import ConsoleAlertSink
 from flows.sinks.kafka import FALLBACK_FILE, alert_sink, dead_letter_sink, scored_sink
 from flows.sinks.observe import Observers, ObserverSink
@@ -53,10 +54,16 @@ def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
 
 
 def prepare_recovery(directory: Path, partitions: int) -> None:
-    """Create the recovery directory and its Bytewax partitions on first use."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Create the recovery directory and its Bytewax partitions on first use.
+
+    A resume unpickles the snapshots there, so whoever can write them runs code in the
+    job: the directory is kept 0700 and its files 0600 (as the webhook outbox is).
+    """
+    private_dir(directory)
     if not any(directory.glob("part-*.sqlite3")):
         init_db_dir(directory, partitions)
+    for part in directory.glob("part-*.sqlite3*"):  # with any -wal and -shm files
+        private_file(part)
 
 
 @dataclass

@@ -7,7 +7,9 @@ that refuses it gets a plain `acks="all"` producer instead.
 
 A job resumed from a snapshot emits again what it emitted after that snapshot. For
 alerts that matters, so the alert sink keeps the ids it sent in a `SentLog` and
-skips them.
+skips them. It sends those one at a time, each acknowledged and then recorded before
+the next goes: a crash between the broker's ack and the record repeats that one
+event on resume, never a batch.
 
 Dead letters are the exception to failing loudly: a letter the topic will not take
 would stop the job again on every restart, so the dead-letter sink retries it and then
@@ -41,6 +43,7 @@ from kafka.errors import (
 from kafka.producer.future import FutureRecordMetadata
 
 from flows.config import check_client_options
+from flows.private import private_file
 from flows.sources.kafka import KafkaMetrics, unavailable_as
 from processors.envelope.message import (
     MAX_DETAIL_BYTES,
@@ -114,7 +117,8 @@ def ensure_topic(
 
 
 class SentLog:
-    """Ids of the items a sink has delivered, one SQLite table in the state directory.
+    """Ids of the items a sink has delivered, one SQLite table in the state directory
+    (a `private_file`, like the webhook outbox beside it).
 
     An id is recorded after the broker acknowledged the record, so a crash between the
     two sends that one record again on resume (duplicates over losses).
@@ -123,10 +127,11 @@ class SentLog:
     FILE = "kafka-sent.sqlite3"
 
     def __init__(self, state_dir: Path, sink: str) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_file(state_dir / self.FILE)
         self.sink = sink
         self._db = sqlite3.connect(state_dir / self.FILE, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")  # workers and processes share the file
+        self._db.execute("PRAGMA synchronous=FULL")  # a record must outlive a lost node
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sent (sink TEXT NOT NULL, event_id TEXT NOT NULL,"
             " PRIMARY KEY (sink, event_id))"
@@ -142,10 +147,9 @@ class SentLog:
         )
         return {row[0] for row in found}
 
-    def add(self, ids: Iterable[str]) -> None:
-        self._db.executemany(
-            "INSERT OR IGNORE INTO sent (sink, event_id) VALUES (?, ?)",
-            [(self.sink, i) for i in ids],
+    def add(self, event_id: str) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO sent (sink, event_id) VALUES (?, ?)", (self.sink, event_id)
         )
 
     def close(self) -> None:
@@ -158,7 +162,7 @@ class KafkaSink(DynamicSink[X], Generic[X]):
     Every worker gets its own producer. A batch with undelivered records raises
     `KafkaDeliveryError` and counts in `finsentry_kafka_errors_total{kind="produce"}`.
     With `once` (an item's id) and a `state_dir`, an item whose id was sent before is
-    skipped, across restarts.
+    skipped, across restarts; such items are sent and recorded one at a time.
     """
 
     def __init__(
@@ -211,13 +215,13 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
             return
         ids = [once(item) for item in items]
         skip = self._log.sent(ids)
-        fresh = []
         for item, item_id in zip(items, ids, strict=True):
             if item_id not in skip:
                 skip.add(item_id)
-                fresh.append(item)
-        self._deliver(fresh)
-        self._log.add(once(item) for item in fresh)
+                # One at a time: a crash after the ack and before the record can
+                # repeat only this one (alert events are few; the flush is cheap).
+                self._deliver([item])
+                self._log.add(item_id)
 
     def _deliver(self, items: list[X]) -> None:
         """Send `items`; what was not delivered goes to `_undelivered`."""

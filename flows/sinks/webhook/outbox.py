@@ -16,13 +16,14 @@ receiver has now (the best guess there is) and then drops the old table.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.private import private_file
 
 PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
 
@@ -62,18 +63,11 @@ class Row:
 class Outbox:
     """The outbox table in `path` (WAL mode), safe to share between threads.
 
-    The file holds signed bodies, so it is created 0600 in a directory made 0700 (an
-    existing directory is tightened to 0700 too); SQLite gives its -wal and -shm
-    files the database file's mode.
+    The file holds signed bodies, so it is a `private_file`.
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if path.parent.stat().st_mode & 0o077:
-            path.parent.chmod(0o700)
-        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
+        private_file(path)
         self.path = path
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
