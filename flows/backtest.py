@@ -27,6 +27,7 @@ import yaml
 
 from flows.config import Config, DetectorConfig, WindowConfig, load_config
 from processors.envelope.message import AlertEvent, Message, TopicWindow, to_json
+from processors.stream.sequencer import EARLIEST
 from processors.stream.window import MARKET as MARKET_WIDE  # "all": the whole stream's key
 
 EARLY = timedelta(days=1)  # an alert this long before an event's start still catches it
@@ -372,40 +373,35 @@ def read_scored(path: Path) -> list[Message]:
 
 
 def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
-    """The flow after the models, on scored messages: keyed windows, then detect.
+    """The flow after its ordering point, on scored messages: windows, then detect.
 
-    The keys, the windows and the detector are the flow's own (`flows.steps`): one
-    `TopicWindows` per key, filled in event order and closed at the end of input, as
-    the flow's window step closes them at end of file; each key's windows go, in
-    order, through a `Detect` of its own. Unclassified windows raise no alerts.
+    The cache holds the scored messages in the order the ordering point let them go,
+    so each is placed, as there, at the latest event time so far (its order time in a
+    run of one input), and the windows and the detector are the flow's own
+    (`flows.steps`); each key's windows go, in order, through a `Detect` of its own.
+    Unclassified windows raise no alerts.
     """
-    from flows.steps import Detect, observe_by_topic, window_builder
+    from flows.steps import Detect, build_windows
     from processors.stream.window import UNCLASSIFIED
 
-    by_key: dict[str, list[Any]] = defaultdict(list)
-    for key, observation in observe_by_topic(list(messages)):
-        by_key[key].append(observation)
-    now = datetime.now(UTC)
-    build = window_builder(config.window)
+    placed, latest = [], EARLIEST
+    for message in messages:
+        latest = max(latest, message.header.published_at)
+        placed.append((latest, message))
+    windows = build_windows(config.window)
+    closed, late = windows.add(placed)
+    closed += windows.advance(None)
     detect = Detect(config.detector, config.window)
-    out = Outcome([], [])
-    late = 0
-    for key, observations in by_key.items():
-        observations.sort(key=attrgetter("published_at"))
-        windows = build(None).windows
-        closed, behind = windows.add(observations, now)
-        late += len(behind)
-        closed += windows.close_upto(None)
-        out.windows += closed
-        if key == UNCLASSIFIED:
+    monitors: dict[str, Any] = {}
+    out = Outcome([], closed)
+    for window in closed:
+        if window.topic == UNCLASSIFIED:
             continue
-        monitor = None
-        for window in closed:
-            monitor, events = detect(monitor, window)
-            out.alerts += events
+        monitors[window.topic], events = detect(monitors.get(window.topic), window)
+        out.alerts += events
     if late:
         # The flow dead-letters these; here they are left out, and said so.
-        out.notes.append(f"{late} cached messages were late for their windows")
+        out.notes.append(f"{len(late)} cached messages were late for their windows")
     return out
 
 

@@ -52,6 +52,12 @@ class SourceConfig(_Section):
         description="time budget of a Kafka batch: once it has a first item, the longest it "
         "waits to fill up to `batch_size` (0: what is there)",
     )
+    max_delay_seconds: float = Field(
+        5,
+        ge=0,
+        description="the longest a record takes from its event time to the broker: a Kafka "
+        "partition that has caught up counts as this far behind the clock (docs/kafka.md)",
+    )
     demo_minutes: int = Field(390, gt=0, description="length of the generated market day")
     demo_day: date | None = Field(
         None, description="date of the generated day; default: the previous weekday"
@@ -80,7 +86,6 @@ class ParseConfig(_Section):
 class DedupeConfig(_Section):
     enabled: bool = True
     horizon_seconds: float = Field(3_600, gt=0)
-    buckets: int = Field(16, gt=0, description="key space that spreads the work over workers")
 
 
 class ZeroShotConfig(_Section):
@@ -178,19 +183,13 @@ class WindowConfig(_Section):
     length_seconds: float = Field(300, gt=0)
     slide_seconds: float | None = Field(None, gt=0, description="sliding windows only")
     allowed_lateness_seconds: float = Field(30, ge=0)
-    reorder_seconds: float = Field(
-        5,
-        ge=0,
-        description="processing seconds by which items of parallel partitions and workers may "
-        "race: de-duplication and windows wait this long to see them in event order",
-    )
     align_to: datetime = datetime(2000, 1, 1, tzinfo=UTC)
     story_horizon_seconds: float = Field(
         0,
         ge=0,
         description="0: copies of one story are its identical texts (case and punctuation "
         "aside); above 0, reprints and rewordings seen within this much event time too "
-        "(costs about 100 us an item per key: see docs/messages.md)",
+        "(found once per item, before its keys: see docs/messages.md)",
     )
     max_stories: int = Field(
         5_000, gt=0, description="stories a key remembers, at most (snapshots carry them)"

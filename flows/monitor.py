@@ -1,7 +1,8 @@
 """The finsentry dataflow, top to bottom as in the design diagram.
 
-    source -> parse -> de-duplicate (id, then text) -> score (processor chain)
-           -> key by topic -> event-time windows -> detect -> alerts
+    source -> parse -> score (processor chain, where each partition is read)
+           -> order (one event order for the whole stream; de-duplicate by id, then text)
+           -> event-time windows per key -> detect -> alerts
     with dead letters (parse errors, processor errors, late items) on their own sink.
 
 The edges (source, sinks, chain) come in from `flows.job.assemble`, which builds them
@@ -12,38 +13,33 @@ flows.monitor:flow` (the latter reads the config file named by `FINSENTRY_CONFIG
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from datetime import timedelta
-from functools import partial
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.inputs import Source
 
 from flows.config import Config, load_config
 from flows.sinks.observe import Observers
-from flows.sources import RawRecord
+from flows.sources import PartitionedSource
 from flows.steps import (
+    ONE_KEY,
     Detect,
-    KeyByBucket,
     ParseStep,
     ScoreStep,
-    dedupe_builder,
-    observe_by_topic,
+    keyed,
+    order_builder,
     values_of,
     window_builder,
 )
 from flows.wiring import Outputs
 from processors.chain.chain import Chain
 from processors.envelope.message import DeadLetter, Message, TopicWindow
-from processors.stream.dedupe import id_key, text_key
 from processors.stream.window import UNCLASSIFIED
 
 
 def build_flow(
     config: Config,
     *,
-    source: Source[RawRecord],
+    source: PartitionedSource,
     outputs: Outputs,
     observers: Observers | None = None,
     chain: Chain | None = None,
@@ -57,54 +53,41 @@ def build_flow(
 
     raw = op.input("source", flow, source)
     parsed = op.flat_map_batch("parse", raw, ParseStep(config, observers))
-    valid = op.branch("valid", parsed, lambda x: isinstance(x, Message))
-    messages: op.Stream[Message] = valid.trues
-    rejected: op.Stream[DeadLetter] = valid.falses
+    valid = op.branch("valid", parsed, is_not_dead_letter)
+    scored_or_failed = op.flat_map_batch("score", valid.trues, ScoreStep(config, observers, chain))
+    scored = op.branch("scored", scored_or_failed, is_not_dead_letter)
 
-    fresh = messages
-    if config.dedupe.enabled:
-        horizon = timedelta(seconds=config.dedupe.horizon_seconds)
-        grace = timedelta(seconds=config.window.reorder_seconds)
-        for name, key in (("id", id_key), ("text", text_key)):
-            fresh = _dedupe(fresh, name, key, horizon, grace, config.dedupe.buckets, observers)
+    one_stream = op.flat_map_batch("one_stream", scored.trues, keyed(ONE_KEY))
+    order = order_builder(config, source.origins(), observers.metrics.observe_duplicates)
+    in_order = op.stateful_batch("order", one_stream, order)
+    fresh = op.flat_map_batch("fresh", in_order, messages_of)
 
-    scored_or_failed = op.flat_map_batch("score", fresh, ScoreStep(config, observers, chain))
-    scored_split = op.branch("scored", scored_or_failed, lambda x: isinstance(x, Message))
-    scored: op.Stream[Message] = scored_split.trues
-
-    by_topic = op.flat_map_batch("observe", scored, observe_by_topic)
-    windowed = op.stateful_batch("window", by_topic, window_builder(config.window))
-    closed_or_late = op.branch("closed", windowed, lambda kv: isinstance(kv[1], TopicWindow))
-    windows = closed_or_late.trues
+    windowed = op.stateful_batch("window", in_order, window_builder(config.window))
+    closed_or_late = op.branch(
+        "closed", op.flat_map_batch("unkey", windowed, values_of), is_not_dead_letter
+    )
+    windows: op.Stream[tuple[str, TopicWindow]] = closed_or_late.trues
     classified = op.filter("classified", windows, lambda kv: kv[0] != UNCLASSIFIED)
     detect = Detect(config.detector, config.window)
     alerts = op.key_rm("alerts", op.stateful_flat_map("detect", classified, detect))
-    late = op.key_rm("late", closed_or_late.falses)
 
-    dead_letters = op.merge("dead_letters", rejected, scored_split.falses, late)
+    dead_letters = op.merge("dead_letters", valid.falses, scored.falses, closed_or_late.falses)
     outputs.attach(
         alerts=alerts,
         dead_letters=dead_letters,
         windows=op.key_rm("windows", windows),
-        scored=scored,
+        scored=fresh,
     )
     return flow
 
 
-def _dedupe(
-    messages: op.Stream[Message],
-    name: str,
-    key: Callable[[Message], bytes],
-    horizon: timedelta,
-    grace: timedelta,
-    buckets: int,
-    observers: Observers,
-) -> op.Stream[Message]:
-    """Drop repeats by `key`; keyed by a hash bucket so the state spreads over workers."""
-    keyed = op.flat_map_batch(f"bucket_{name}", messages, KeyByBucket(key, buckets))
-    count = partial(observers.metrics.observe_duplicates, name)
-    fresh = op.stateful_batch(f"dedupe_{name}", keyed, dedupe_builder(horizon, grace, count))
-    return op.flat_map_batch(f"unkey_{name}", fresh, values_of)
+def is_not_dead_letter(item: object) -> bool:
+    return not isinstance(item, DeadLetter)
+
+
+def messages_of(batch: list[tuple[str, tuple[object, Message | None]]]) -> list[Message]:
+    """The ordering point's messages, without their order times and watermarks."""
+    return [message for _, (_, message) in batch if message is not None]
 
 
 def __getattr__(name: str) -> Dataflow:

@@ -6,15 +6,12 @@ architecture diagram and these can be tested with plain lists.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
 from time import time
 from typing import TypeVar
 
-import msgspec
 from bytewax.operators import StatefulBatchLogic
 
 from flows.config import (
@@ -29,7 +26,6 @@ from flows.sources import RawRecord
 from processors.chain.chain import Chain
 from processors.detection import DETECTORS, VOLUME_ALERTNAME, Detector, VolumeDetector
 from processors.detection.lifecycle import TopicMonitor
-from processors.entities import tickers
 from processors.envelope.message import (
     AlertEvent,
     DeadLetter,
@@ -38,23 +34,20 @@ from processors.envelope.message import (
     dead_letter,
 )
 from processors.envelope.parse import Parser
-from processors.stream.dedupe import Deduplicator
-from processors.stream.frontier import ReorderBuffer
+from processors.stream.dedupe import Deduplicator, id_key, text_key
+from processors.stream.sequencer import PartitionProgress, Sequencer
 from processors.stream.stories import StoryIndex
-from processors.stream.window import (
-    MARKET,
-    MAX_ENTITIES,
-    Observation,
-    TopicWindows,
-    entity_key,
-    observe,
-)
+from processors.stream.window import MARKET, Observation, StreamWindows
 
 X = TypeVar("X")
+Sourced = tuple[str, Message]  # (the source partition it came from, a message)
+Placed = tuple[datetime, Message | None]  # (order time, message), or (watermark, None)
+ONE_KEY = "stream"  # the key of the steps that see the whole stream in one order
 
 
 class ParseStep:
-    """Raw records of one source batch -> messages and dead letters."""
+    """Raw records of one source batch -> messages, each with the partition it came
+    from, and dead letters; a partition's progress passes through."""
 
     def __init__(self, config: Config, observers: Observers) -> None:
         self.parser = Parser(
@@ -65,175 +58,32 @@ class ParseStep:
         self.observers = observers
         self.input_kind = config.source.kind
 
-    def __call__(self, batch: list[RawRecord]) -> list[Message | DeadLetter]:
+    def __call__(
+        self, batch: list[RawRecord | PartitionProgress]
+    ) -> list[Sourced | DeadLetter | PartitionProgress]:
         now = datetime.now(UTC)
-        out = [self.parser.parse(r.payload, r.origin, r.position, now) for r in batch]
-        self.observers.metrics.observe_input(self.input_kind, len(batch))
+        out: list[Sourced | DeadLetter | PartitionProgress] = []
+        records = 0
+        for r in batch:
+            if isinstance(r, PartitionProgress):
+                out.append(r)
+                continue
+            records += 1
+            parsed = self.parser.parse(r.payload, r.origin, r.position, now)
+            out.append(parsed if isinstance(parsed, DeadLetter) else (r.origin, parsed))
+        self.observers.metrics.observe_input(self.input_kind, records)
         return out
 
 
-Keyed = tuple[datetime, bytes, Message]  # (event time, de-duplication key, message)
-
-
-class KeyByBucket:
-    """Messages -> (bucket, (event time, key, message)): the key is computed once, and
-    the bucket, from it, spreads the de-duplication state over workers."""
-
-    def __init__(self, key: Callable[[Message], bytes], buckets: int) -> None:
-        self.key = key
-        self.names = [str(bucket) for bucket in range(buckets)]
-
-    def __call__(self, batch: list[Message]) -> list[tuple[str, Keyed]]:
-        names, n = self.names, len(self.names)
-        keyed = [(self.key(m), m) for m in batch]
-        return [(names[zlib.crc32(k) % n], (m.header.published_at, k, m)) for k, m in keyed]
-
-
-@dataclass
-class DedupeState:
-    """A bucket's de-duplicator, and the items it holds back until they are in order."""
-
-    dedupe: Deduplicator
-    held: ReorderBuffer[Keyed]
-
-
-class DedupeLogic(StatefulBatchLogic[Keyed, Message, DedupeState]):
-    """Passes on the first of each repeat, taking a bucket's messages in event order.
-
-    Which copy of a repeat survives, and which keys are pruned, depend on the order
-    messages are seen; messages wait here until the bucket's frontier, `grace` behind,
-    has passed them, so parallel partitions and workers cannot change the outcome.
-    Repeats are counted, by `on_repeats`, and dropped.
-    """
-
-    def __init__(self, state: DedupeState, on_repeats: Callable[[int], None]) -> None:
-        self.state = state
-        self.on_repeats = on_repeats
-
-    def on_batch(self, values: list[Keyed]) -> tuple[list[Message], bool]:
-        now = datetime.now(UTC)
-        held = self.state.held
-        held.add(values, now)
-        return self._fresh(held.release(now)), StatefulBatchLogic.RETAIN
-
-    def on_notify(self) -> tuple[list[Message], bool]:
-        return self._fresh(self.state.held.release(datetime.now(UTC))), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[Message], bool]:
-        return self._fresh(self.state.held.release_all()), StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        return self.state.held.due()
-
-    def snapshot(self) -> DedupeState:
-        return DedupeState(self.state.dedupe.copy(), self.state.held.copy())
-
-    def _fresh(self, keyed: list[Keyed]) -> list[Message]:
-        fresh = self.state.dedupe.fresh(keyed)
-        self.on_repeats(len(keyed) - len(fresh))
-        return fresh
-
-
-def dedupe_builder(
-    horizon: timedelta, grace: timedelta, on_repeats: Callable[[int], None]
-) -> Callable[[DedupeState | None], DedupeLogic]:
-    def build(resumed: DedupeState | None) -> DedupeLogic:
-        if resumed is None:
-            return DedupeLogic(DedupeState(Deduplicator(horizon), ReorderBuffer(grace)), on_repeats)
-        resumed.held.resumed(datetime.now(UTC))
-        return DedupeLogic(resumed, on_repeats)
-
-    return build
-
-
-class WindowLogic(StatefulBatchLogic[Observation, TopicWindow | DeadLetter, TopicWindows]):
-    """A topic's event-time windows: closed windows out, and late items as dead letters."""
-
-    def __init__(self, windows: TopicWindows) -> None:
-        self.windows = windows
-
-    def on_batch(self, values: list[Observation]) -> tuple[list[TopicWindow | DeadLetter], bool]:
-        now = datetime.now(UTC)
-        closed, late = self.windows.add(values, now)
-        # An item is dead-lettered once, by its topic's key; one late only for the
-        # market-wide or an entity's key is still counted in its topic's window.
-        letters = [late_letter(o, now) for o in late if not o.key]
-        return [*closed, *letters], StatefulBatchLogic.RETAIN
-
-    def on_notify(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
-        return list(self.windows.advance(datetime.now(UTC))), StatefulBatchLogic.RETAIN
-
-    def on_eof(self) -> tuple[list[TopicWindow | DeadLetter], bool]:
-        return list(self.windows.close_upto(None)), StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> datetime | None:
-        return self.windows.due()
-
-    def snapshot(self) -> TopicWindows:
-        return self.windows.copy()
-
-
-def window_builder(config: WindowConfig) -> Callable[[TopicWindows | None], WindowLogic]:
-    def build(resumed: TopicWindows | None) -> WindowLogic:
-        if resumed is None:
-            return WindowLogic(
-                TopicWindows(
-                    config.align_to,
-                    length=timedelta(seconds=config.length_seconds),
-                    step=timedelta(seconds=config.step_seconds),
-                    lateness=timedelta(seconds=config.allowed_lateness_seconds),
-                    grace=timedelta(seconds=config.reorder_seconds),
-                    stories=(
-                        StoryIndex(
-                            timedelta(seconds=config.story_horizon_seconds),
-                            max_stories=config.max_stories,
-                        )
-                        if config.story_horizon_seconds
-                        else None
-                    ),
-                )
-            )
-        return WindowLogic(resumed.resumed(datetime.now(UTC)))
-
-    return build
-
-
-def values_of(batch: list[tuple[str, X]]) -> list[X]:
-    """`op.key_rm` a batch at a time: one call per batch, not one per item."""
-    return [value for _, value in batch]
-
-
-def observe_by_topic(batch: list[Message]) -> list[tuple[str, Observation]]:
-    """Scored messages -> (key, the window's view of each), a batch at a time: each
-    under its topic, under the market-wide key, and under each entity it names (the
-    first `MAX_ENTITIES` of them)."""
-    out = []
-    for message in batch:
-        o = observe(message)
-        out += ((o.topic, o), (MARKET, msgspec.structs.replace(o, key=MARKET)))
-        for ticker in tickers(message)[:MAX_ENTITIES]:
-            key = entity_key(ticker)
-            out.append((key, msgspec.structs.replace(o, key=key)))
-    return out
-
-
-def late_letter(late: Observation, now: datetime) -> DeadLetter:
-    """An observation that arrived after its window closed, as a dead letter."""
-    return dead_letter(
-        reason="late",
-        detail=f"event time {late.published_at.isoformat()} is behind the {late.topic} watermark",
-        raw=late.text,
-        source=late.topic,
-        position=late.id,
-        at=now,
-    )
-
-
 class ScoreStep:
-    """One upstream batch -> the processor chain -> scored messages and dead letters.
+    """One upstream batch -> the processor chain -> scored messages (with the partition
+    each came from) and dead letters; progress passes through, after its partition's
+    messages.
 
     The chain (and its models) is built on the first batch, in the worker that runs
     it, so building the dataflow stays cheap and models never enter Bytewax state.
+    Scoring comes before the one ordering point (`OrderLogic`), on the worker that read
+    the partition, so the models run in parallel however the stream is ordered.
     """
 
     def __init__(self, config: Config, observers: Observers, chain: Chain | None = None) -> None:
@@ -241,27 +91,188 @@ class ScoreStep:
         self.observers = observers
         self.chain = chain
 
-    def __call__(self, batch: list[Message]) -> list[Message | DeadLetter]:
+    def __call__(
+        self, batch: list[Sourced | PartitionProgress]
+    ) -> list[Sourced | DeadLetter | PartitionProgress]:
         if self.chain is None:
             self.chain = build_chain(self.config)
-        # Keyed de-duplication regroups a batch by bucket; windows want event order.
-        batch = sorted(batch, key=_event_time)
-        # A backfill can release thousands at once: score them in source-sized chunks,
-        # so memory stays bounded and progress and metrics move as they go.
+        out: list[Sourced | DeadLetter | PartitionProgress] = []
+        progress: list[PartitionProgress] = []
+        by_origin: dict[str, list[Message]] = {}
+        for entry in batch:
+            if isinstance(entry, PartitionProgress):
+                progress.append(entry)
+            else:
+                by_origin.setdefault(entry[0], []).append(entry[1])
+        # Source-sized chunks: memory stays bounded, and progress and metrics move.
         size = self.config.source.batch_size
-        out: list[Message | DeadLetter] = []
-        for start in range(0, len(batch), size):
-            result = self.chain.process(batch[start : start + size])
-            self.observers.metrics.observe_scored(result.scored, result.reports, time())
-            if self.observers.progress and result.scored:
-                latest = result.scored[-1].header.published_at
-                self.observers.progress.on_scored(len(result.scored), f"{latest:%Y-%m-%d %H:%M}")
-            out += result.scored
-            out += result.dead_letters
-        return out
+        for origin, messages in by_origin.items():
+            for start in range(0, len(messages), size):
+                result = self.chain.process(messages[start : start + size])
+                self.observers.metrics.observe_scored(result.scored, result.reports, time())
+                if self.observers.progress and result.scored:
+                    latest = result.scored[-1].header.published_at
+                    self.observers.progress.on_scored(
+                        len(result.scored), f"{latest:%Y-%m-%d %H:%M}"
+                    )
+                out += ((origin, m) for m in result.scored)
+                out += result.dead_letters
+        return out + progress  # later than it was: progress may come late, never early
 
 
-_event_time = attrgetter("header.published_at")
+@dataclass
+class OrderState:
+    """The stream's one order, and the de-duplicators that judge repeats in it."""
+
+    sequencer: Sequencer[Message]
+    dedupers: list[tuple[str, Callable[[Message], bytes], Deduplicator]]
+
+
+class OrderLogic(StatefulBatchLogic[Sourced | PartitionProgress, Placed, OrderState]):
+    """The job's one ordering point: every scored message of every partition, merged
+    into one event order (`Sequencer`), then the first of each repeat (by id, then by
+    text) passed on with its order time, and the watermark as it moves.
+
+    Which copy of a repeat survives, what is late and what each window holds follow
+    from this order alone, so one process, several workers and a cluster agree.
+    Repeats are counted, by `on_repeats(kind, n)`, and dropped.
+    """
+
+    def __init__(self, state: OrderState, on_repeats: Callable[[str, int], None]) -> None:
+        self.state = state
+        self.on_repeats = on_repeats
+
+    def on_batch(self, values: list[Sourced | PartitionProgress]) -> tuple[list[Placed], bool]:
+        entries = (
+            v if isinstance(v, PartitionProgress) else (v[0], v[1].header.published_at, v[1])
+            for v in values
+        )
+        released, watermark = self.state.sequencer.add(entries)
+        out = self._fresh(released)
+        if watermark is not None:
+            out.append((watermark, None))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[Placed], bool]:
+        return self._fresh(self.state.sequencer.finish()), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> OrderState:
+        return OrderState(
+            self.state.sequencer.copy(),
+            [(kind, key, dedupe.copy()) for kind, key, dedupe in self.state.dedupers],
+        )
+
+    def _fresh(self, released: list[tuple[datetime, Message]]) -> list[Placed]:
+        placed: dict[int, datetime] = {id(m): at for at, m in released}
+        messages = [m for _, m in released]
+        for kind, key, dedupe in self.state.dedupers:
+            fresh = dedupe.fresh((m.header.published_at, key(m), m) for m in messages)
+            self.on_repeats(kind, len(messages) - len(fresh))
+            messages = fresh
+        return [(placed[id(m)], m) for m in messages]
+
+
+def order_builder(
+    config: Config, partitions: list[str], on_repeats: Callable[[str, int], None]
+) -> Callable[[OrderState | None], OrderLogic]:
+    """The ordering point over the source's `partitions` (their origins), with the
+    configured de-duplication."""
+    horizon = timedelta(seconds=config.dedupe.horizon_seconds)
+    keys = (("id", id_key), ("text", text_key)) if config.dedupe.enabled else ()
+
+    def build(resumed: OrderState | None) -> OrderLogic:
+        if resumed is None:
+            dedupers = [(kind, key, Deduplicator(horizon)) for kind, key in keys]
+            resumed = OrderState(Sequencer(partitions), dedupers)
+        return OrderLogic(resumed, on_repeats)
+
+    return build
+
+
+class WindowLogic(StatefulBatchLogic[Placed, tuple[str, TopicWindow] | DeadLetter, StreamWindows]):
+    """Every key's event-time windows, fed in the stream's one order: (key, closed
+    window) pairs out, and late items as dead letters."""
+
+    def __init__(self, windows: StreamWindows) -> None:
+        self.windows = windows
+
+    def on_batch(
+        self, values: list[Placed]
+    ) -> tuple[list[tuple[str, TopicWindow] | DeadLetter], bool]:
+        out: list[tuple[str, TopicWindow] | DeadLetter] = []
+        now = datetime.now(UTC)
+        items: list[tuple[datetime, Message]] = []
+        for at, message in values:
+            if message is not None:
+                items.append((at, message))
+                continue
+            out += self._emit(*self.windows.add(items), now)
+            items = []
+            out += self._emit(self.windows.advance(at - self.windows.lateness), [], now)
+        out += self._emit(*self.windows.add(items), now)
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[tuple[str, TopicWindow] | DeadLetter], bool]:
+        return self._emit(
+            self.windows.advance(None), [], datetime.now(UTC)
+        ), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> StreamWindows:
+        return self.windows.copy()
+
+    @staticmethod
+    def _emit(
+        closed: list[TopicWindow], late: list[Observation], now: datetime
+    ) -> list[tuple[str, TopicWindow] | DeadLetter]:
+        return [*((w.topic, w) for w in closed), *(late_letter(o, now) for o in late)]
+
+
+def window_builder(config: WindowConfig) -> Callable[[StreamWindows | None], WindowLogic]:
+    def build(resumed: StreamWindows | None) -> WindowLogic:
+        return WindowLogic(resumed or build_windows(config))
+
+    return build
+
+
+def build_windows(config: WindowConfig) -> StreamWindows:
+    """The configured windows, for every key, empty."""
+    stories = None
+    if config.story_horizon_seconds:
+        horizon = timedelta(seconds=config.story_horizon_seconds)
+        stories = StoryIndex(horizon, max_stories=config.max_stories)
+    return StreamWindows(
+        config.align_to,
+        length=timedelta(seconds=config.length_seconds),
+        step=timedelta(seconds=config.step_seconds),
+        lateness=timedelta(seconds=config.allowed_lateness_seconds),
+        stories=stories,
+    )
+
+
+def keyed(key: str) -> Callable[[list[X]], list[tuple[str, X]]]:
+    """A batch, every item under `key`: for a step that must see the whole stream."""
+
+    def under(batch: list[X]) -> list[tuple[str, X]]:
+        return [(key, x) for x in batch]
+
+    return under
+
+
+def values_of(batch: list[tuple[str, X]]) -> list[X]:
+    """`op.key_rm` a batch at a time: one call per batch, not one per item."""
+    return [value for _, value in batch]
+
+
+def late_letter(late: Observation, now: datetime) -> DeadLetter:
+    """An observation that arrived after its window closed, as a dead letter."""
+    return dead_letter(
+        reason="late",
+        detail=f"event time {late.published_at.isoformat()} is behind the stream's watermark",
+        raw=late.text,
+        source=late.topic,
+        position=late.id,
+        at=now,
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.files import FileSink
-from bytewax.inputs import Source
 from bytewax.outputs import FixedPartitionedSink, Sink
 from bytewax.recovery import init_db_dir
 
@@ -19,14 +18,14 @@ from flows.sinks.console import ConsoleAlertSink
 from flows.sinks.kafka import FALLBACK_FILE, alert_sink, dead_letter_sink, scored_sink
 from flows.sinks.observe import Observers, ObserverSink
 from flows.sinks.webhook import WebhookDelivery, WebhookSink
-from flows.sources import RawRecord
+from flows.sources import PartitionedSource
 from flows.sources.demo import DemoSource, MarketDay, previous_weekday
 from flows.sources.file import JsonLinesSource
 from flows.sources.kafka import KafkaSource
 from processors.envelope.message import to_json
 
 
-def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
+def build_source(config: Config, observers: Observers) -> PartitionedSource[Any]:
     source = config.source
     if source.kind == "file":
         assert source.path is not None  # validated by the config
@@ -43,6 +42,7 @@ def build_source(config: Config, observers: Observers) -> Source[RawRecord]:
             client_options=k.client_options,
             connect_timeout=k.connect_timeout_seconds,
             metrics=observers.kafka,
+            max_delay=source.max_delay_seconds,
         )
     day = MarketDay(
         day=source.demo_day or previous_weekday(),

@@ -7,7 +7,7 @@ One subpackage per concern:
   classifying processor and the merge strategies of several models.
 - `models`: the models behind the classifiers and their runtime (encoders, heads,
   micro-batching, ONNX Runtime).
-- `stream`: per-key stream state: de-duplication, event-time reordering, windows.
+- `stream`: stream state: one event order, de-duplication, windows per key, stories.
 - `detection`: detectors that judge closed windows, and the alert lifecycle.
 - `entities`: which listed companies a message names (feed tickers, cashtags, names).
 - `training`: offline only (training, fine-tuning, export, accuracy gates); nothing on

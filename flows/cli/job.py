@@ -22,8 +22,6 @@ DEMO_OVERRIDES: dict[str, Any] = {
     "window.length_seconds": 600,
     # Template headlines repeat often; a wire repeating itself within a minute is a copy.
     "dedupe.horizon_seconds": 60,
-    # One generator, read in order by one worker: nothing to wait for to reorder.
-    "window.reorder_seconds": 0,
 }
 
 

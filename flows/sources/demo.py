@@ -14,9 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import StatefulSourcePartition
 
-from flows.sources import RawRecord
+from flows.sources import PartitionedSource, RawRecord
 from flows.sources.demo_text import BANKS, COMPANIES, PEOPLE, TEMPLATES
 from processors.envelope.labels import TOPICS
 
@@ -169,7 +169,7 @@ class _DemoPartition(StatefulSourcePartition[RawRecord, int]):
         return self._done
 
 
-class DemoSource(FixedPartitionedSource[RawRecord, int]):
+class DemoSource(PartitionedSource[int]):
     """Streams a `MarketDay`, then ends, closing all windows."""
 
     def __init__(self, day: MarketDay, batch_size: int = 256) -> None:
@@ -178,6 +178,9 @@ class DemoSource(FixedPartitionedSource[RawRecord, int]):
 
     def list_parts(self) -> list[str]:
         return ["demo"]
+
+    def origin(self, part: str) -> str:
+        return "demo"
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _DemoPartition:
         return _DemoPartition(self.day, self.batch_size, resume_state)

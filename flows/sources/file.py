@@ -5,15 +5,15 @@ from __future__ import annotations
 from itertools import islice
 from pathlib import Path
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import StatefulSourcePartition
 
-from flows.sources import RawRecord
+from flows.sources import PartitionedSource, RawRecord
 
 
 class _LinesPartition(StatefulSourcePartition[RawRecord, tuple[int, int]]):
     def __init__(self, path: Path, batch_size: int, resume: tuple[int, int] | None) -> None:
         self._file = path.open("rb")
-        self._origin = f"file:{path.name}"
+        self._origin = file_origin(path)
         self._batch_size = batch_size
         offset, self._line = resume or (0, 0)
         self._file.seek(offset)
@@ -37,7 +37,7 @@ class _LinesPartition(StatefulSourcePartition[RawRecord, tuple[int, int]]):
         self._file.close()
 
 
-class JsonLinesSource(FixedPartitionedSource[RawRecord, tuple[int, int]]):
+class JsonLinesSource(PartitionedSource[tuple[int, int]]):
     """Reads a file to its end, then ends (closing every window).
 
     Lines are passed on as bytes, unparsed, so that bad lines reach the parser and
@@ -53,7 +53,14 @@ class JsonLinesSource(FixedPartitionedSource[RawRecord, tuple[int, int]]):
     def list_parts(self) -> list[str]:
         return [str(self.path)]
 
+    def origin(self, part: str) -> str:
+        return file_origin(Path(part))
+
     def build_part(
         self, step_id: str, for_part: str, resume_state: tuple[int, int] | None
     ) -> _LinesPartition:
         return _LinesPartition(self.path, self.batch_size, resume_state)
+
+
+def file_origin(path: Path) -> str:
+    return f"file:{path.name}"

@@ -11,9 +11,10 @@ one lost while running is retried with exponential backoff, never a crash.
 
 While a partition is behind its broker (a backfill, or catching up after a restart),
 each call returns a full batch, waiting briefly for a fetch in flight rather than
-coming back short. Partitions read side by side so stay in step: one that came back
-empty would stay a whole batch behind the others for the rest of the backfill, out of
-event order by more than `window.reorder_seconds` can put back.
+coming back short, so partitions read side by side stay in step. A partition that has
+caught up (its position at the broker's high watermark) says so between polls, with
+the clock less `source.max_delay_seconds` (`PartitionProgress`), and one that reached
+its end with `exit_at_end` says that: the ordering point then need not wait for it.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.inputs import StatefulSourcePartition
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError, OffsetOutOfRangeError
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from flows.config import check_client_options
-from flows.sources import RawRecord
+from flows.sources import PartitionedSource, RawRecord
+from processors.stream.sequencer import PartitionProgress
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +122,7 @@ class KafkaMetrics:
             self.connected.set(0)
 
 
-class KafkaSource(FixedPartitionedSource[RawRecord, int]):
+class KafkaSource(PartitionedSource[int]):
     """One Bytewax partition per Kafka topic-partition; the snapshot is the next offset.
 
     `starting_offset` applies only when there is no snapshot. With `exit_at_end`, each
@@ -128,6 +130,8 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
     the job exits (a backfill). `client_options` passes SASL/SSL settings to kafka-python.
     A batch goes on when it has `batch_size` records or, once it has a first one, when
     `batch_wait` seconds have passed: big batches for the models, bounded latency.
+    `max_delay`: the longest, in seconds, a record may take from its event time to the
+    broker; a caught-up partition counts as that far behind the clock.
     """
 
     def __init__(
@@ -142,6 +146,7 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
         client_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 5.0,
         metrics: KafkaMetrics | None = None,
+        max_delay: float = 5.0,
     ) -> None:
         if starting_offset not in ("earliest", "latest"):
             raise ValueError(f"starting_offset must be 'earliest' or 'latest': {starting_offset!r}")
@@ -160,6 +165,7 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
         self.options = check_client_options(client_options)
         self.connect_timeout = connect_timeout
         self.metrics = metrics or KafkaMetrics()
+        self.max_delay = timedelta(seconds=max_delay)
 
     def consumer(self) -> KafkaConsumer:
         """A consumer with no group and no commits: offsets live in the snapshot."""
@@ -189,6 +195,9 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
             raise TopicNotFound(f"Kafka topics {missing} do not exist on {', '.join(self.brokers)}")
         return [f"{topic}/{p}" for topic, parts in found.items() for p in sorted(parts)]
 
+    def origin(self, part: str) -> str:
+        return f"kafka:{part}"
+
     def build_part(
         self, step_id: str, for_part: str, resume_state: int | None
     ) -> KafkaSourcePartition:
@@ -196,13 +205,15 @@ class KafkaSource(FixedPartitionedSource[RawRecord, int]):
         return KafkaSourcePartition(self, TopicPartition(topic, int(partition)), resume_state)
 
 
-class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
+class KafkaSourcePartition(StatefulSourcePartition[RawRecord | PartitionProgress, int]):
     """Reads one topic-partition; waits at most a batch's time budget, backs off while
-    the broker is away."""
+    the broker is away; says when it has caught up, and when it has ended."""
 
     def __init__(self, source: KafkaSource, tp: TopicPartition, resume_state: int | None) -> None:
         self._tp = tp
-        self._origin = f"kafka:{tp.topic}/{tp.partition}"
+        self._origin = source.origin(f"{tp.topic}/{tp.partition}")
+        self._max_delay = source.max_delay
+        self._said_end = False
         self._metrics = source.metrics
         self._batch_size = source.batch_size
         self._batch_wait = source.batch_wait
@@ -225,9 +236,12 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
         self._awake: datetime | None = None
         self._probe_at = time.monotonic() + _PROBE_EVERY
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[RawRecord | PartitionProgress]:
         if self._end is not None and self._next >= self._end:
-            raise StopIteration
+            if self._said_end:
+                raise StopIteration
+            self._said_end = True
+            return [PartitionProgress(self._origin, ended=True)]
         try:
             records = self._fill()
         except OffsetOutOfRangeError:
@@ -238,7 +252,7 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
             return []
         if not records:
             self._idle()
-            return []
+            return self._caught_up()
         self._healthy()
         self._awake = None
         if self._end is not None:
@@ -299,6 +313,14 @@ class KafkaSourcePartition(StatefulSourcePartition[RawRecord, int]):
             return
         self._healthy()
         self._probe_at = time.monotonic() + _PROBE_EVERY
+
+    def _caught_up(self) -> list[RawRecord | PartitionProgress]:
+        """Progress, if every record the broker has was read (the high watermark of its
+        last fetch answer): nothing earlier than the clock less the delay is to come."""
+        end = self._consumer.highwater(self._tp)
+        if end is None or self._next < end:
+            return []
+        return [PartitionProgress(self._origin, clock=datetime.now(UTC) - self._max_delay)]
 
     def _restart_from_earliest(self) -> None:
         """Our offset is gone (retention, or a broker that lost its data): go on from the start."""

@@ -1,23 +1,32 @@
-"""Stream state, each a pure picklable core with `copy()`/`resumed()`, tested with lists.
+"""Stream state, each a pure picklable core with `copy()`, tested with plain lists.
 
-`Deduplicator` drops exact repeats within a horizon; `ReorderBuffer` holds items until
-a frontier, a grace behind the newest, has passed them; `TopicWindows` folds scored
-items into event-time windows per key and closes them as the watermark passes.
+`Sequencer` merges the source partitions' items into one event order; `Deduplicator`
+drops exact repeats within a horizon; `StreamWindows` folds scored items into
+event-time windows per key and closes them as the watermark passes; `StoryIndex`
+finds the copies of one story.
 """
 
 from processors.stream.dedupe import Deduplicator, id_key, text_key
-from processors.stream.frontier import Frontier, ReorderBuffer
-from processors.stream.window import MARKET, UNCLASSIFIED, Observation, TopicWindows, observe
+from processors.stream.sequencer import PartitionProgress, Sequencer
+from processors.stream.window import (
+    MARKET,
+    UNCLASSIFIED,
+    Observation,
+    StreamWindows,
+    observe,
+    window_keys,
+)
 
 __all__ = [
     "MARKET",
     "UNCLASSIFIED",
     "Deduplicator",
-    "Frontier",
     "Observation",
-    "ReorderBuffer",
-    "TopicWindows",
+    "PartitionProgress",
+    "Sequencer",
+    "StreamWindows",
     "id_key",
     "observe",
     "text_key",
+    "window_keys",
 ]

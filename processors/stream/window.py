@@ -1,21 +1,20 @@
-"""Per-topic window aggregation: what goes into a window and what comes out."""
+"""Event-time windows per key (topic, market-wide, entity): what goes in, what comes out."""
 
 from __future__ import annotations
 
 import heapq
 import math
 import pickle
-from bisect import bisect_left, insort
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from operator import attrgetter
 
 import msgspec
 
+from processors.entities import tickers
 from processors.envelope.labels import SENTIMENT_VALUE
 from processors.envelope.message import Evidence, Message, TopicWindow
 from processors.stream.dedupe import normalised_text
-from processors.stream.frontier import EARLIEST, Frontier
+from processors.stream.sequencer import EARLIEST
 from processors.stream.stories import StoryIndex
 
 EVIDENCE_SIZE = 5
@@ -47,7 +46,6 @@ class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=
     sentiment: str | None
     negative: float
     text: str
-    key: str = ""  # the window key, where it is not `topic` (the market-wide key)
 
 
 def observe(message: Message, evidence_chars: int = 200) -> Observation:
@@ -166,34 +164,40 @@ class WindowAccumulator:
         )
 
 
-def _event_order(item: Observation) -> tuple[datetime, str]:
-    return item.published_at, item.id
-
-
 def _story(item: Observation) -> str:
     """An item's story without story clustering: its text, as a reader compares texts,
     so repeats that reach a window (de-duplication keeps them an hour) are one story."""
     return normalised_text(item.text)
 
 
-class TopicWindows:
-    """One topic's open event-time windows, tumbling (`step == length`) or sliding.
+def window_keys(message: Message, item: Observation) -> list[str]:
+    """The keys a scored message counts under: its topic, the market-wide key, and each
+    entity it names (the first `MAX_ENTITIES` of them)."""
+    return [item.topic, MARKET, *(entity_key(t) for t in tickers(message)[:MAX_ENTITIES])]
 
-    The watermark is `lateness` behind the topic's lagged `Frontier`: an item behind
-    it is late (returned, to be dead-lettered once), and a window whose end it passes
-    closes. Adding is commutative, so items fold in as they come; only closing waits.
-    Picklable: it is Bytewax state.
 
-    >>> from datetime import UTC, timedelta
-    >>> t0, now = datetime(2024, 3, 14, 14, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC)
-    >>> w = TopicWindows(t0, timedelta(minutes=5), timedelta(minutes=5), timedelta(0),
-    ...                  grace=timedelta(0))
-    >>> item = lambda minute: Observation(str(minute), t0 + timedelta(minutes=minute),
-    ...                                   "energy_oil", "negative", 0.9, "Oil slumps")
-    >>> closed, late = w.add([item(1), item(2), item(6)], now)
-    >>> [(window.start.minute, window.n) for window in closed], late
-    ([(0, 2)], [])
-    >>> closed, late = w.add([item(3)], now)
+class StreamWindows:
+    """Every key's open event-time windows, tumbling (`step == length`) or sliding,
+    under one watermark.
+
+    Items come in the `Sequencer`'s order, each with its order time; the watermark is
+    the latest order time less `lateness`. An item behind the watermark is late
+    (returned once, for a dead letter), and every window that the watermark passes
+    closes, for every key: a quiet topic's windows close as the stream moves on. Each
+    item's story is found once, before it is counted under its keys. Picklable: it is
+    Bytewax state.
+
+    >>> from datetime import UTC
+    >>> from processors.envelope.message import Body, Header
+    >>> t0 = datetime(2024, 3, 14, 14, tzinfo=UTC)
+    >>> w = StreamWindows(t0, timedelta(minutes=5), timedelta(minutes=5), timedelta(0))
+    >>> def at(minute):
+    ...     t = t0 + timedelta(minutes=minute)
+    ...     return t, Message(Header(str(minute), "scored", "wire", t, t), Body("Oil slumps"))
+    >>> closed, late = w.add([at(1), at(2), at(6)])
+    >>> sorted((window.topic, window.start.minute, window.n) for window in closed), late
+    ([('all', 0, 2), ('unclassified', 0, 2)], [])
+    >>> closed, late = w.add([(at(6)[0], at(3)[1])])  # placed at 6, it is behind 6 - 0
     >>> closed, [o.id for o in late]
     ([], ['3'])
     """
@@ -204,147 +208,95 @@ class TopicWindows:
         length: timedelta,
         step: timedelta,
         lateness: timedelta,
-        grace: timedelta,
         stories: StoryIndex | None = None,
     ) -> None:
         self.align_to = align_to
-        self.stories = stories
         self.length = length
         self.step = step
         self.lateness = lateness
-        self.frontier = Frontier(grace)
-        self.open: dict[int, WindowAccumulator] = {}
-        self.topic = UNCLASSIFIED
-        self._newest = EARLIEST
-        # Not late, not yet passed by the watermark: sorted by (event time, id); those
-        # before `_first_pending` are folded already.
-        self._pending: list[Observation] = []
-        self._first_pending = 0
+        self.stories = stories
+        self.watermark = EARLIEST
+        self.open: dict[str, dict[int, WindowAccumulator]] = {}  # key -> window id -> window
+        self._ends: list[tuple[int, str]] = []  # (window id, key) of every open window: a heap
 
     def add(
-        self, items: Sequence[Observation], now: datetime
+        self, items: Sequence[tuple[datetime, Message]]
     ) -> tuple[list[TopicWindow], list[Observation]]:
-        """Fold in items seen at system time `now`: (windows now closed, late items)."""
-        watermark = self._watermark(now)
-        if items:
-            newest = max(item.published_at for item in items)
-            if newest > self._newest:
-                self._newest = newest
-                self.frontier.observe(newest, now)
-            self.topic = items[0].key or items[0].topic  # the same for every item of a key
-        # With a grace, the watermark is the frontier of `grace` ago, which this batch
-        # cannot move; without one, each item moves it on before the next is judged.
-        moves = not self.frontier.grace
+        """Fold in (order time, scored message) pairs, in order: (windows now closed,
+        late items)."""
+        closed: list[TopicWindow] = []
         late: list[Observation] = []
-        segment_start = segment_end = EARLIEST
-        for item in items:
+        lateness = self.lateness
+        span = EARLIEST, EARLIEST
+        ids: list[int] = []
+        for placed, message in items:
+            if placed - lateness > self.watermark:
+                closed += self.advance(placed - lateness)
+            item = observe(message)
             at = item.published_at
-            if moves and at - self.lateness > watermark:
-                watermark = at - self.lateness
-            if at < watermark:
+            if at < self.watermark:
                 late.append(item)
                 continue
-            if not segment_start <= at < segment_end:
-                # Items between two window starts fall in the same windows (opened now,
-                # so that `due` sees them; filled when the watermark passes the items).
-                segment_start, segment_end, _ = self._windows_at(at)
-            insort(self._pending, item, lo=self._first_pending, key=_event_order)
-        return self.close_upto(self._watermark(now)), late
-
-    def _fold_upto(self, watermark: datetime | None) -> None:
-        """Fold the held items the watermark has passed into their windows, in event
-        order (ties by id): stories depend on the order copies come in, and this order
-        is the same however parallel paths interleaved them."""
-        pending, first = self._pending, self._first_pending
-        cut = len(pending)
-        if watermark is not None:
-            cut = bisect_left(pending, watermark, lo=first, key=attrgetter("published_at"))
-        if cut == first:
-            return
-        ready = pending[first:cut]
-        if 2 * cut > len(pending):  # drop the folded head once it is the larger part
-            del pending[:cut]
-            cut = 0
-        self._first_pending = cut
-        segment_start = segment_end = EARLIEST
-        windows: list[WindowAccumulator] = []
-        for item in ready:
-            at = item.published_at
-            if not segment_start <= at < segment_end:
-                segment_start, segment_end, windows = self._windows_at(at)
+            if not span[0] <= at < span[1]:
+                # Items between two window starts fall in the same windows.
+                span, ids = self._ids_at(at)
             story = (
                 _story(item)
                 if self.stories is None
                 else self.stories.assign(item.id, item.text, at)[0]
             )
-            for window in windows:
-                window.add(item, story)
+            for key in window_keys(message, item):
+                windows = self.open.get(key)
+                if windows is None:
+                    windows = self.open[key] = {}
+                for window_id in ids:
+                    window = windows.get(window_id)
+                    if window is None:
+                        window = windows[window_id] = WindowAccumulator()
+                        heapq.heappush(self._ends, (window_id, key))
+                    window.add(item, story)
+        return closed, late
 
-    def _windows_at(self, at: datetime) -> tuple[datetime, datetime, list[WindowAccumulator]]:
-        """(lo, hi, the windows that hold `at`): every event time in lo..hi falls in
-        just these windows, so the items that follow mostly reuse them."""
+    def advance(self, watermark: datetime | None) -> list[TopicWindow]:
+        """Move the watermark on to `watermark` (to the end, if None): the windows it
+        passes close, in order of their end (ties by key)."""
+        if watermark is not None:
+            if watermark <= self.watermark:
+                return []
+            self.watermark = watermark
+        ends, closed = self._ends, []
+        while ends and (watermark is None or self._end(ends[0][0]) <= watermark):
+            window_id, key = heapq.heappop(ends)
+            window = self.open[key].pop(window_id)
+            if not self.open[key]:
+                del self.open[key]
+            closed.append(window.close(key, self._start(window_id), self._end(window_id)))
+        return closed
+
+    def _ids_at(self, at: datetime) -> tuple[tuple[datetime, datetime], list[int]]:
+        """((lo, hi), the ids of the windows that hold `at`): every event time in lo..hi
+        falls in just these windows, so the items that follow mostly reuse them."""
         last = (at - self.align_to) // self.step
         lo = self._start(last)
         hi = lo + self.step
-        windows = []
+        ids = []
         for window_id in range(last - math.ceil(self.length / self.step) + 1, last + 1):
             end = self._end(window_id)
             if end <= at:
                 lo = max(lo, end)
                 continue
             hi = min(hi, end)
-            window = self.open.get(window_id)
-            if window is None:
-                window = self.open[window_id] = WindowAccumulator()
-            windows.append(window)
-        return lo, hi, windows
+            ids.append(window_id)
+        return (lo, hi), ids
 
-    def advance(self, now: datetime) -> list[TopicWindow]:
-        """The windows that system time alone has closed (a quiet stream moves on)."""
-        return self.close_upto(self._watermark(now))
-
-    def close_upto(self, watermark: datetime | None) -> list[TopicWindow]:
-        """Close the windows that end at or before `watermark` (all of them if None)."""
-        self._fold_upto(watermark)
-        closing = sorted(
-            window_id
-            for window_id in self.open
-            if watermark is None or self._end(window_id) <= watermark
-        )
-        return [self._close(window_id) for window_id in closing]
-
-    def due(self) -> datetime | None:
-        """The system time at which the next window closes; None with none open."""
-        if not self.open:
-            return None
-        return self.frontier.due(self._end(min(self.open)) + self.lateness)
-
-    def resumed(self, now: datetime) -> TopicWindows:
-        """These windows restored from a snapshot: the downtime is taken out."""
-        self.frontier.resumed(now)
-        return self
-
-    def copy(self) -> TopicWindows:
-        """A snapshot that later changes do not touch (held items are immutable, so
-        their list is copied, not each of them)."""
-        pending, self._pending = self._pending, []
-        try:  # a pickle round trip: several times faster than deepcopy on story indexes
-            twin: TopicWindows = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
-        finally:
-            self._pending = pending
-        twin._pending, twin._first_pending = pending[self._first_pending :], 0
+    def copy(self) -> StreamWindows:
+        """A snapshot that later changes do not touch: a pickle round trip, several
+        times faster than deepcopy on accumulators and story indexes."""
+        twin: StreamWindows = pickle.loads(pickle.dumps(self, pickle.HIGHEST_PROTOCOL))
         return twin
-
-    def _close(self, window_id: int) -> TopicWindow:
-        window = self.open.pop(window_id)
-        return window.close(self.topic, self._start(window_id), self._end(window_id))
 
     def _start(self, window_id: int) -> datetime:
         return self.align_to + self.step * window_id
 
     def _end(self, window_id: int) -> datetime:
         return self._start(window_id) + self.length
-
-    def _watermark(self, now: datetime) -> datetime:
-        frontier = self.frontier.at(now)
-        return frontier if frontier == EARLIEST else frontier - self.lateness

@@ -12,7 +12,6 @@ from bytewax.testing import TestingSink, run_main
 from flows.config import load_config
 from flows.monitor import build_flow
 from flows.sources.file import JsonLinesSource
-from flows.steps import observe_by_topic
 from flows.wiring import Outputs
 from processors.chain import Chain, Processor
 from processors.chain.base import with_result
@@ -25,7 +24,7 @@ from processors.detection import (
 )
 from processors.envelope.labels import TOPICS
 from processors.envelope.message import AlertEvent, Message, Result, TopicWindow
-from processors.stream import MARKET, TopicWindows
+from processors.stream import MARKET, StreamWindows
 from tests.helpers import is_topic_window, message
 
 DAY0 = datetime(2020, 1, 1, tzinfo=UTC)
@@ -49,7 +48,7 @@ class KeywordLabels(Processor):
 
 def daily_windows(days: list[list[tuple[str, str]]]) -> list[TopicWindow]:
     """Windows per key over days of (topic, sentiment) items, all stamped at midnight."""
-    keyed: dict[str, TopicWindows] = {}
+    windows = StreamWindows(DAY0, DAY, DAY, NONE)
     closed: list[TopicWindow] = []
     for day, items in enumerate(days):
         at = DAY0 + timedelta(days=day)
@@ -57,14 +56,8 @@ def daily_windows(days: list[list[tuple[str, str]]]) -> list[TopicWindow]:
             message(f"{topic} {mood} {i}", id=f"{day}-{i}", at=at)
             for i, (topic, mood) in enumerate(items)
         ]
-        for key, observation in observe_by_topic(KeywordLabels().process(batch)):
-            day = timedelta(days=1)
-            windows = keyed.setdefault(
-                key, TopicWindows(DAY0, day, day, timedelta(0), timedelta(0))
-            )
-            closed += windows.add([observation], at)[0]
-    for windows in keyed.values():
-        closed += windows.close_upto(None)
+        closed += windows.add([(at, m) for m in KeywordLabels().process(batch)])[0]
+    closed += windows.advance(None)
     return sorted(closed, key=lambda w: w.start)
 
 

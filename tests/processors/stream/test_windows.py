@@ -1,4 +1,4 @@
-"""A topic's event-time windows: which items each window holds, lateness, closing."""
+"""Every key's event-time windows: which items each window holds, lateness, closing."""
 
 from __future__ import annotations
 
@@ -8,78 +8,126 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors.stream.window import Observation, TopicWindows
-from tests.helpers import T0
+from processors.envelope.message import Message, Result
+from processors.stream.stories import StoryIndex
+from processors.stream.window import MARKET, StreamWindows
+from tests.helpers import T0, message
 
 ALIGN = datetime(2000, 1, 1, tzinfo=UTC)
-NOW = datetime(2026, 1, 1, tzinfo=UTC)  # system time
 
 
-def item(seconds: float, id: str | None = None, sentiment: str = "negative") -> Observation:
+def scored(
+    seconds: float,
+    id: str | None = None,
+    topic: str = "energy_oil",
+    text: str = "Oil slumps",
+    tickers: str = "",
+) -> tuple[datetime, Message]:
+    """A scored message at T0 + `seconds`, placed at its own event time."""
     at = T0 + timedelta(seconds=seconds)
-    return Observation(id or str(seconds), at, "energy_oil", sentiment, 0.9, "Oil slumps")
-
-
-def windows(length: int, step: int, lateness: int = 0, grace: int = 0) -> TopicWindows:
-    return TopicWindows(
-        ALIGN,
-        timedelta(seconds=length),
-        timedelta(seconds=step),
-        timedelta(seconds=lateness),
-        timedelta(seconds=grace),
+    trailer = (
+        Result("t", "topic", topic, {topic: 1.0}, "m", 0.0),
+        Result("s", "sentiment", "negative", {"negative": 0.9}, "m", 0.0),
+        Result("e", "entities", tickers, {t: 1.0 for t in tickers.split(",") if t}, "m", 0.0),
     )
+    return at, message(text, id=id or f"{seconds:g}", at=at, trailer=trailer)
+
+
+def windows(length: int, step: int, lateness: int = 0, **kwargs: object) -> StreamWindows:
+    s = timedelta(seconds=1)
+    return StreamWindows(ALIGN, length * s, step * s, lateness * s, **kwargs)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("length", "step"), [(300, 300), (300, 60), (300, 120), (100, 70)])
 def test_each_window_holds_exactly_the_items_in_its_span(length: int, step: int) -> None:
     rng = random.Random(length + step)
-    items = sorted((item(rng.uniform(0, 3000)) for _ in range(1500)), key=lambda o: o.published_at)
-    w = windows(length, step, lateness=10_000)
-    closed, late = w.add(items, NOW)
-    closed += w.close_upto(None)
-    assert late == [] and closed
-    for window in closed:
-        expected = sum(1 for o in items if window.start <= o.published_at < window.end)
+    items = sorted((scored(rng.uniform(0, 3000)) for _ in range(1500)), key=lambda p: p[0])
+    w = windows(length, step)
+    closed, late = w.add(items)
+    closed += w.advance(None)
+    topic = [window for window in closed if window.topic == "energy_oil"]
+    assert late == [] and topic
+    for window in topic:
+        expected = sum(1 for at, _ in items if window.start <= at < window.end)
         assert window.n == expected
         assert (window.start - ALIGN) % timedelta(seconds=step) == timedelta(0)
         assert window.end - window.start == timedelta(seconds=length)
     if length % step == 0:  # then each item is in length / step windows
-        assert sum(window.n for window in closed) == len(items) * length // step
+        assert sum(window.n for window in topic) == len(items) * length // step
+    # The market-wide key holds the same items, window for window.
+    market = sorted((w.start, w.n) for w in closed if w.topic == MARKET)
+    assert market == sorted((w.start, w.n) for w in topic)
 
 
-def test_a_late_item_is_returned_once_even_when_windows_slide() -> None:
+def test_an_item_behind_the_watermark_is_late_once_for_all_its_keys() -> None:
     w = windows(300, 60, lateness=30)
-    w.add([item(0), item(400)], NOW)  # without a grace, 400 s moves the watermark to 370 s
-    closed, late = w.add([item(100, "late")], NOW)
-    assert [o.id for o in late] == ["late"]
-    assert closed == []
+    w.add([scored(0), scored(400)])  # the watermark is now 400 s - 30 s
+    placed_at = T0 + timedelta(seconds=400)
+    _, item = scored(100, "late", tickers="BA")
+    closed, late = w.add([(placed_at, item)])
+    assert [o.id for o in late] == ["late"] and closed == []
+    every = w.advance(None)
+    assert not any(window.topic == "$BA" for window in every)  # counted nowhere
 
 
-def test_without_a_grace_each_item_moves_the_watermark_for_the_next() -> None:
+def test_each_item_moves_the_watermark_before_the_next_is_judged() -> None:
     w = windows(300, 300, lateness=30)
-    # In one batch, in order: nothing is late, though 0 s is behind 400 s - 30 s.
-    closed, late = w.add([item(0), item(400)], NOW)
+    closed, late = w.add([scored(0), scored(400)])
     assert late == []
-    assert [(c.start - T0, c.n) for c in closed] == [(timedelta(0), 1)]
-    # Out of order within a batch: the item behind the newest by more than 30 s is late.
-    _, late = w.add([item(1000), item(900)], NOW)
-    assert [o.id for o in late] == ["900"]
+    assert sorted((c.topic, c.start - T0, c.n) for c in closed) == [
+        ("all", timedelta(0), 1),
+        ("energy_oil", timedelta(0), 1),
+    ]
+    # An item out of order within its partition is placed at its partition's frontier:
+    # within the lateness it still counts, beyond it it is late.
+    placed = T0 + timedelta(seconds=1000)
+    _, kept = scored(980, "kept")
+    _, behind = scored(900, "behind")
+    _, late = w.add([scored(1000), (placed, kept), (placed, behind)])
+    assert [o.id for o in late] == ["behind"]
 
 
-def test_with_a_grace_windows_close_only_once_the_lagged_frontier_passes_them() -> None:
-    w = windows(300, 300, lateness=0, grace=5)
-    closed, _ = w.add([item(0), item(301), item(50)], NOW)
-    assert closed == []  # the frontier of 5 s ago has seen nothing yet
-    assert w.due() == NOW + timedelta(seconds=5)
-    assert [c.n for c in w.advance(NOW + timedelta(seconds=5))] == [2]
-    assert [c.n for c in w.close_upto(None)] == [1]
+def test_the_watermark_alone_closes_the_windows_of_every_key_quiet_ones_too() -> None:
+    w = windows(300, 300)
+    w.add([scored(10, topic="energy_oil"), scored(20, topic="earnings", tickers="BA,PFE")])
+    closed = w.advance(T0 + timedelta(seconds=300))
+    assert sorted(c.topic for c in closed) == ["$BA", "$PFE", "all", "earnings", "energy_oil"]
+    assert {c.n for c in closed if c.topic == MARKET} == {2}
+    assert w.advance(T0 + timedelta(seconds=200)) == []  # the watermark never goes back
+
+
+def test_a_story_is_found_once_per_item_and_shared_by_its_keys() -> None:
+    w = windows(300, 300, stories=StoryIndex(timedelta(hours=1)))
+    w.add(
+        [
+            scored(
+                1, "a", text="Boeing shares plunge after regulators ground its fleet", tickers="BA"
+            ),
+            scored(
+                2,
+                "b",
+                text="UPDATE 1-Boeing shares plunge after regulators ground fleet",
+                tickers="BA",
+            ),
+        ]
+    )
+    closed = {c.topic: c for c in w.advance(None)}
+    assert {key: (c.n, c.n_stories) for key, c in closed.items()} == {
+        "$BA": (2, 1),
+        "all": (2, 1),
+        "energy_oil": (2, 1),
+    }
+    assert closed["$BA"].evidence[0].echoes == 1
 
 
 def test_windows_survive_a_snapshot_and_a_restart() -> None:
-    w = windows(300, 300, lateness=0, grace=5)
-    w.add([item(0), item(10), item(301)], NOW)
-    restored = pickle.loads(pickle.dumps(w.copy())).resumed(NOW + timedelta(hours=1))
-    w.add([item(20)], NOW)  # the snapshot does not see later items
-    assert restored.advance(NOW + timedelta(hours=1, seconds=4)) == []  # downtime not counted
-    (closed,) = restored.advance(NOW + timedelta(hours=1, seconds=5))
-    assert closed.n == 2 and closed.topic == "energy_oil"
+    rng = random.Random(3)
+    items = sorted((scored(rng.uniform(0, 1800)) for _ in range(300)), key=lambda p: p[0])
+    whole = windows(300, 60)
+    expected = whole.add(items)[0] + whole.advance(None)
+    first = windows(300, 60)
+    got = first.add(items[:120])[0]
+    restored = pickle.loads(pickle.dumps(first.copy()))
+    first.add(items[120:200])  # the snapshot does not see later items
+    got += restored.add(items[120:])[0] + restored.advance(None)
+    assert got == expected
