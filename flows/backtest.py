@@ -391,7 +391,7 @@ def rewindow(messages: Iterable[Message], config: Config) -> Outcome:
     windows = build_windows(config.window)
     closed, late = windows.add(placed)
     closed += windows.advance(None)
-    detect = Detect(config.detector, config.window)
+    detect = Detect(config.detector, config.window, config.watchlist.live())
     monitors: dict[str, Any] = {}
     out = Outcome([], closed)
     for window in closed:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import os
 import random
+import re
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -23,16 +25,20 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PrivateAttr,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from processors.entities.catalog import normal_ticker
 from processors.envelope.labels import TOPICS
 from processors.stream.window import MARKET
 
 if TYPE_CHECKING:
+    from flows.watchlist import LiveWatchlist
     from processors.envelope.message import AlertEvent
 
 ENV_PREFIX = "FINSENTRY_"
@@ -273,6 +279,128 @@ class DetectorConfig(_Section):
     resolve_share: float = Field(0.3, ge=0, le=1)
     volume: VolumeConfig = Field(default_factory=VolumeConfig)
 
+    def with_overrides(self, overrides: Mapping[str, Any]) -> DetectorConfig:
+        """This config with a watched entity's overrides (`volume` merged field by
+        field), validated as the section itself is."""
+        data = self.model_dump()
+        volume = {**data.pop("volume"), **overrides.get("volume", {})}
+        return DetectorConfig.model_validate({**data, **overrides, "volume": volume})
+
+
+# Detector settings an entity may not change: they pick which detectors a key has, and a
+# key's detectors (with what they learnt) outlive a watchlist's reloads.
+FIXED_DETECTOR_FIELDS = ("kind", "volume.enabled")
+# Alert labels finsentry sets itself; a watchlist's routing labels are others.
+RESERVED_LABELS = frozenset({"alertname", "topic", "entity", "severity"})
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+class WatchedEntityConfig(_Section):
+    """One watched entity (docs/entities.md#watchlists): its id, the names text calls it
+    by, routing labels for its alerts, and detector settings of its own."""
+
+    id: str = Field(
+        description="its ticker, or an id of your own for a private company (upper case, "
+        "letters, digits and '.')",
+    )
+    aliases: list[str] = Field([], description="names matched as the catalog's names are")
+    labels: dict[str, str] = Field({}, description="added to its alerts' labels, for routes")
+    detector: dict[str, Any] = Field(
+        {}, description="fields of the detector section, for this entity's keys alone"
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _ticker_like(cls, id: str) -> str:
+        ticker = normal_ticker(id)
+        if not re.fullmatch(r"[A-Z0-9][A-Z0-9.]{0,15}", ticker):
+            raise ValueError(f"id {id!r}: letters, digits and '.', up to 16")
+        return ticker
+
+    @field_validator("aliases")
+    @classmethod
+    def _names(cls, aliases: list[str]) -> list[str]:
+        if any(not alias.strip() for alias in aliases):
+            raise ValueError("an alias is empty")
+        return [alias.strip() for alias in aliases]
+
+    @field_validator("labels")
+    @classmethod
+    def _routing_labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for name, value in labels.items():
+            if name in RESERVED_LABELS or name.startswith("__") or not LABEL_NAME.match(name):
+                raise ValueError(
+                    f"label {name!r}: routing labels are Prometheus label names other than "
+                    f"finsentry's own ({', '.join(sorted(RESERVED_LABELS))})"
+                )
+            if not value:
+                raise ValueError(f"label {name!r} is empty")
+        return labels
+
+    @field_validator("detector")
+    @classmethod
+    def _detector_fields(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        volume = overrides.get("volume", {})
+        if not isinstance(volume, dict):
+            raise ValueError("detector.volume must be a mapping")
+        given = {*overrides, *(f"volume.{name}" for name in volume)}
+        fixed = sorted(given & set(FIXED_DETECTOR_FIELDS))
+        if fixed:
+            raise ValueError(f"{fixed} cannot be set per entity")
+        DetectorConfig().with_overrides(overrides)  # unknown fields, bad values: fail here
+        return overrides
+
+
+_WATCHED_ENTITIES = TypeAdapter(list[WatchedEntityConfig])
+
+
+def read_watchlist_file(path: Path) -> list[WatchedEntityConfig]:
+    """The entities a watchlist file lists: a YAML list, each item as in
+    `watchlist.entities`. A file that cannot be read or is invalid raises ValueError."""
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
+    try:
+        return _WATCHED_ENTITIES.validate_python(loaded or [])
+    except ValidationError as exc:
+        raise ValueError(f"{path}: {_problems(exc)}") from None
+
+
+class WatchlistConfig(_Section):
+    """The entities to watch (docs/entities.md#watchlists): listed here, in `file`, or
+    both. The file is re-read when it changes; a bad version is logged and skipped."""
+
+    entities: list[WatchedEntityConfig] = []
+    file: Path | None = Field(None, description="a YAML list of entities, re-read on change")
+    check_seconds: float = Field(
+        5.0, ge=0, description="how often, at most, the file's modification time is looked at"
+    )
+    _live: LiveWatchlist | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _file_valid(self) -> WatchlistConfig:
+        self.read()  # a bad file stops the job at start, naming it
+        return self
+
+    def read(self) -> list[WatchedEntityConfig]:
+        """The entities listed here and in the file now, each id once (ValueError if not)."""
+        entities = [*self.entities, *(read_watchlist_file(self.file) if self.file else [])]
+        twice = sorted(id for id, n in Counter(e.id for e in entities).items() if n > 1)
+        if twice:
+            raise ValueError(f"entities listed more than once: {twice}")
+        return entities
+
+    def live(self) -> LiveWatchlist:
+        """The job's one live watchlist: every step that asks shares it."""
+        if self._live is None:
+            from flows.watchlist import LiveWatchlist
+
+            self._live = LiveWatchlist(self)
+        return self._live
+
 
 class SinksConfig(_Section):
     alerts_path: Path | None = None
@@ -400,7 +528,19 @@ class AlertRoute(_Section):
     severities: list[Literal["warning", "critical"]] = []
     topics: list[str] = []
     entities: list[str] = Field([], description="tickers; an entity's alerts carry `entity`")
+    labels: dict[str, list[str]] = Field(
+        {},
+        description="label -> the values it may have (one value or a list), e.g. a "
+        "watchlist's routing labels: {desk: energy}",
+    )
     send_resolved: bool = True
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _values_as_lists(cls, labels: Any) -> Any:
+        if isinstance(labels, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in labels.items()}
+        return labels
 
     @field_validator("topics")
     @classmethod
@@ -417,6 +557,7 @@ class AlertRoute(_Section):
             and (not self.severities or alert.labels.get("severity") in self.severities)
             and (not self.topics or alert.labels.get("topic") in self.topics)
             and (not self.entities or alert.labels.get("entity") in self.entities)
+            and all(alert.labels.get(name) in values for name, values in self.labels.items())
         )
 
 
@@ -520,6 +661,7 @@ class Config(_Section):
     recovery: RecoveryConfig = RecoveryConfig()
     webhook: WebhookConfig = WebhookConfig()
     metrics: MetricsConfig = MetricsConfig()
+    watchlist: WatchlistConfig = WatchlistConfig()
 
     @model_validator(mode="after")
     def _kafka_complete(self) -> Config:
@@ -585,11 +727,13 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise ConfigError(f"invalid config: {problems}") from None
+        raise ConfigError(f"invalid config: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

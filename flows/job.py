@@ -80,7 +80,7 @@ def assemble(
     `metrics.port` set, the endpoint is served now: process i of a cluster serves on
     port + i (port 0: any free port).
     """
-    observers = Observers(Metrics(), progress)
+    observers = Observers(Metrics(watchlist=config.watchlist.live()), progress)
     port = None
     if config.metrics.port is not None:
         wanted = config.metrics.port + (process_id or 0) if config.metrics.port else 0

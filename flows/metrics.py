@@ -2,17 +2,23 @@
 
 Each `Metrics` owns a `CollectorRegistry`, so several jobs (or tests) in one process
 do not collide. Label values come from bounded sets only: configured processor
-names, canonical topics and sentiments, dead-letter reasons, alert statuses.
+names, canonical topics and sentiments, dead-letter reasons, alert statuses, and the
+entities of the watchlist (never the tickers a stream happens to name).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, start_http_server
 from prometheus_client import Counter as PromCounter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from flows.config import WatchedEntityConfig
+from flows.watchlist import RELOAD_OUTCOMES, LiveWatchlist
 from processors.chain.chain import BatchReport
 from processors.detection.lifecycle import ALERTNAMES
 from processors.envelope.labels import TOPICS
@@ -28,11 +34,16 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 
 
 class Metrics:
-    """The job's metrics, updated once per batch from the flow's edges."""
+    """The job's metrics, updated once per batch from the flow's edges; with the job's
+    watchlist, series of their own for the watched entities too."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, watchlist: LiveWatchlist | None = None
+    ) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        self.watched = WatchedEntities(watchlist)
+        r.register(self.watched)
         self.messages_in = PromCounter(
             "finsentry_messages_in_total", "Raw items read from the source.", ["input"], registry=r
         )
@@ -178,8 +189,10 @@ class Metrics:
             self.classified.labels(topic, sentiment).inc(n)
 
     def observe_window(self, window: TopicWindow) -> None:
-        if entity_of(window.topic) is not None:  # tickers are not a bounded label set
+        ticker = entity_of(window.topic)
+        if ticker is not None:  # tickers are not a bounded label set; watched ones are
             self.entity_windows_closed.inc()
+            self.watched.observe_window(ticker, window)
             return
         self.windows_closed.labels(window.topic).inc()
         self.window_messages.labels(window.topic).set(window.n)
@@ -192,10 +205,90 @@ class Metrics:
             alertname = alert.labels["alertname"]
             self.entity_alerts.labels(alertname, alert.status).inc()
             self.entity_alerts_firing.labels(alertname).inc(1 if alert.status == "firing" else -1)
+            self.watched.observe_alert(alert)
             return
         alertname, topic = alert.labels["alertname"], alert.labels["topic"]
         self.alerts.labels(alertname, topic, alert.status).inc()
         self.alerts_firing.labels(alertname, topic).set(1 if alert.status == "firing" else 0)
+
+
+# A watched entity's gauges, of its latest closed window: name, help, value.
+WATCHED_WINDOW_GAUGES: tuple[tuple[str, str, Callable[[TopicWindow], float]], ...] = (
+    (
+        "finsentry_watched_entity_messages",
+        "Messages on the watched entity in its latest closed window.",
+        attrgetter("n"),
+    ),
+    (
+        "finsentry_watched_entity_stories",
+        "Distinct stories on the watched entity in its latest closed window.",
+        attrgetter("n_stories"),
+    ),
+    (
+        "finsentry_watched_entity_negative_share",
+        "Share of negative messages on the watched entity in its latest closed window.",
+        attrgetter("negative_share"),
+    ),
+)
+
+
+class WatchedEntities(Collector):
+    """Series per watched entity, read at each scrape: only the watchlist's entities have
+    any, so their label values are as bounded as the list, whatever the stream names,
+    and an entity taken off the list takes its series with it. Beside them, the
+    watchlist's own size and reloads."""
+
+    def __init__(self, watchlist: LiveWatchlist | None) -> None:
+        self.watchlist = watchlist
+        self.latest: dict[str, TopicWindow] = {}  # each watched entity's latest closed window
+        self.firing: set[tuple[str, str]] = set()  # (alertname, entity)
+
+    def entities(self) -> Mapping[str, WatchedEntityConfig]:
+        return self.watchlist.current().entities if self.watchlist else {}
+
+    def observe_window(self, ticker: str, window: TopicWindow) -> None:
+        if ticker in self.entities():
+            self.latest[ticker] = window
+
+    def observe_alert(self, alert: AlertEvent) -> None:
+        key = (alert.labels["alertname"], alert.labels["entity"])
+        if alert.status == "firing" and key[1] in self.entities():
+            self.firing.add(key)
+        else:
+            self.firing.discard(key)
+
+    def collect(self) -> Iterator[Metric]:
+        watched = self.entities()
+        for ticker in set(self.latest) - set(watched):
+            self.latest.pop(ticker, None)
+        latest = sorted(dict(self.latest).items())
+        for name, what, value in WATCHED_WINDOW_GAUGES:
+            family = GaugeMetricFamily(name, what, labels=["entity"])
+            for ticker, window in latest:
+                family.add_metric([ticker], value(window))
+            yield family
+        firing = GaugeMetricFamily(
+            "finsentry_watched_entity_alerts_firing",
+            "1 while the watched entity's alert (a negative surge or a volume spike) is firing.",
+            labels=["alertname", "entity"],
+        )
+        for ticker in sorted(watched):
+            for alertname in ALERTNAMES:
+                firing.add_metric([alertname, ticker], float((alertname, ticker) in self.firing))
+        yield firing
+        yield GaugeMetricFamily(
+            "finsentry_watchlist_entities", "Entities on the watchlist now.", value=len(watched)
+        )
+        reloads = CounterMetricFamily(
+            "finsentry_watchlist_reloads",
+            "Changes of the watchlist file, by outcome: loaded, or rejected (the last good "
+            "list stays).",
+            labels=["outcome"],
+        )
+        counts = self.watchlist.reloads if self.watchlist else Counter[str]()
+        for outcome in RELOAD_OUTCOMES:
+            reloads.add_metric([outcome], counts[outcome])
+        yield reloads
 
 
 def _labels(message: Message) -> tuple[str, str]:

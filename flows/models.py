@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from flows.config import Config, InferenceConfig, ModelConfig, ProcessorConfig
 from processors.chain import Chain, ClassifyProcessor, Member, NoOpProcessor, Processor, Route
-from processors.entities import EntityCatalog, EntityMatcher, EntityProcessor
+from processors.entities import EntityProcessor
 from processors.models import Model, ModelLoadError
 
 if TYPE_CHECKING:
@@ -87,8 +87,9 @@ def build_model(spec: ModelConfig, task: str, inference: InferenceConfig) -> Mod
 
 
 def build_chain(config: Config) -> Chain:
-    """The processors the config names, sharing one instance per distinct model and one
-    entity matcher (its automaton is built once, here).
+    """The processors the config names, sharing one instance per distinct model; entity
+    processors take their matcher from the job's live watchlist (the built-in catalog
+    and the watched entities, rebuilt when the watchlist file changes).
 
     A model that cannot be loaded fails here, at start, naming its processor.
     """
@@ -97,7 +98,6 @@ def build_chain(config: Config) -> Chain:
 
         torch.set_num_threads(config.inference.threads)
     models: dict[tuple[str, str], Model] = {}
-    matchers: list[EntityMatcher] = []
 
     def model_for(p: ProcessorConfig, index: int) -> Model:
         spec = p.models[index]
@@ -116,9 +116,9 @@ def build_chain(config: Config) -> Chain:
             return NoOpProcessor(p.name)
         route = Route(frozenset(p.route.sources), frozenset(p.route.langs))
         if p.kind == "entities":
-            if not matchers:
-                matchers.append(EntityMatcher(EntityCatalog.builtin()))
-            return EntityProcessor(matchers[0], p.name, route)
+            watchlist = config.watchlist.live()
+            watchlist.matcher()  # its automaton built now, not on the first batch
+            return EntityProcessor(watchlist, p.name, route)
         return ClassifyProcessor(
             name=p.name,
             task=p.task,

@@ -68,7 +68,7 @@ def build_flow(
     )
     windows: op.Stream[tuple[str, TopicWindow]] = closed_or_late.trues
     classified = op.filter("classified", windows, lambda kv: kv[0] != UNCLASSIFIED)
-    detect = Detect(config.detector, config.window)
+    detect = Detect(config.detector, config.window, config.watchlist.live())
     alerts = op.key_rm("alerts", op.stateful_flat_map("detect", classified, detect))
 
     dead_letters = op.merge("dead_letters", valid.falses, scored.falses, closed_or_late.falses)

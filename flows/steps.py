@@ -7,7 +7,7 @@ architecture diagram and these can be tested with plain lists.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
 from time import time
 from typing import TypeVar
@@ -23,6 +23,7 @@ from flows.config import (
 from flows.models import build_chain
 from flows.sinks.observe import Observers
 from flows.sources import RawRecord
+from flows.watchlist import LiveWatchlist
 from processors.chain.chain import Chain
 from processors.detection import DETECTORS, VOLUME_ALERTNAME, Detector, VolumeDetector
 from processors.detection.lifecycle import TopicMonitor
@@ -37,7 +38,7 @@ from processors.envelope.parse import Parser
 from processors.stream.dedupe import Deduplicator, id_key, text_key
 from processors.stream.sequencer import PartitionProgress, Sequencer
 from processors.stream.stories import StoryIndex
-from processors.stream.window import MARKET, Observation, StreamWindows
+from processors.stream.window import MARKET, Observation, StreamWindows, entity_of
 
 X = TypeVar("X")
 Sourced = tuple[str, Message]  # (the source partition it came from, a message)
@@ -278,31 +279,72 @@ def late_letter(late: Observation, now: datetime) -> DeadLetter:
 @dataclass(frozen=True)
 class Detect:
     """Per-key state: its detectors, each with its alert lifecycle (`TopicMonitor`): the
-    negative surge, then, unless turned off, the news-volume spike."""
+    negative surge, then, unless turned off, the news-volume spike.
+
+    With a watchlist, an entity's keys take the watched entity's detector settings and
+    routing labels as the list stands at each window: a reload retunes a key's
+    detectors in place, keeping what they learnt (an open alert keeps its labels).
+    """
 
     config: DetectorConfig
     window: WindowConfig
+    watchlist: LiveWatchlist | None = None
 
     def __call__(
         self, monitors: list[TopicMonitor] | None, window: TopicWindow
     ) -> tuple[list[TopicMonitor], list[AlertEvent]]:
+        ticker = entity_of(window.topic) if self.watchlist else None
+        watched = self.watchlist.entity(ticker) if self.watchlist and ticker else None
+        config = self.config.with_overrides(watched.detector) if watched else self.config
+        per_month = windows_per_month(self.window)
         if monitors is None:
-            per_month = windows_per_month(self.window)
             monitors = [
                 TopicMonitor(
-                    build_detector(self.config, per_month),
-                    critical_share=self.config.critical_share,
+                    build_detector(config, per_month),
+                    critical_share=config.critical_share,
                     broad=window.topic == MARKET,
                 )
             ]
-            if self.config.volume.enabled:
-                detector = build_volume_detector(self.config.volume, self.window)
+            if config.volume.enabled:
+                detector = build_volume_detector(config.volume, self.window)
                 monitors.append(TopicMonitor(detector, alertname=VOLUME_ALERTNAME))
+        elif ticker:  # the watchlist may have changed since the key's last window
+            self._retune(monitors, config, per_month)
+        if ticker:
+            labels = tuple(watched.labels.items()) if watched else ()
+            for monitor in monitors:
+                monitor.labels = labels
         return monitors, [event for m in monitors for event in m.update(window)]
+
+    def _retune(
+        self, monitors: list[TopicMonitor], config: DetectorConfig, per_month: float
+    ) -> None:
+        """Give a key's detectors `config`'s parameters, keeping what they learnt."""
+        surge, *volume = monitors
+        surge.detector = retuned(surge.detector, detector_params(config, per_month))
+        surge.critical_share = config.critical_share
+        params = volume_detector_params(config.volume, self.window)
+        for monitor in volume:
+            monitor.detector = retuned(monitor.detector, params)
+
+
+D = TypeVar("D", bound=Detector)
+
+
+def retuned(detector: D, params: dict[str, float]) -> D:
+    """`detector` with these parameters and what it has learnt (itself if they hold)."""
+    if all(getattr(detector, name) == value for name, value in params.items()):
+        return detector
+    return replace(detector, **params)
 
 
 def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector:
-    """The configured kind of detector, with the config's values for its parameters.
+    """The configured kind of detector, with the config's values for its parameters."""
+    return DETECTORS[config.kind](**detector_params(config, windows_per_month))
+
+
+def detector_params(config: DetectorConfig, windows_per_month: float) -> dict[str, float]:
+    """The config's values for the parameters of its kind of detector.
 
     The evidence detector's `p_fire`, unless set, is the false-alarm rate the config
     asks for per key and month over the windows a key sees in a month: the same rate
@@ -313,7 +355,7 @@ def build_detector(config: DetectorConfig, windows_per_month: float) -> Detector
     params = config.model_dump(include=settable, exclude_none=True)
     if "p_fire" in settable and config.p_fire is None:
         params["p_fire"] = p_fire_for_budget(config.false_alarms_per_month, windows_per_month)
-    return kind(**params)
+    return params
 
 
 def p_fire_for_budget(false_alarms_per_month: float, windows_per_month: float) -> float:
@@ -322,11 +364,16 @@ def p_fire_for_budget(false_alarms_per_month: float, windows_per_month: float) -
 
 
 def build_volume_detector(config: VolumeConfig, window: WindowConfig) -> VolumeDetector:
-    """The volume detector for windows of `window`'s step, its `p_fire` from the
-    false-alarm budget as for the surge detector."""
+    """The volume detector for windows of `window`'s step."""
+    return VolumeDetector(**volume_detector_params(config, window))
+
+
+def volume_detector_params(config: VolumeConfig, window: WindowConfig) -> dict[str, float]:
+    """The volume detector's parameters, its `p_fire` from the false-alarm budget as for
+    the surge detector."""
     p_fire = p_fire_for_budget(config.false_alarms_per_month, windows_per_month(window))
     params = config.model_dump(exclude={"enabled", "false_alarms_per_month"})
-    return VolumeDetector(step_seconds=window.step_seconds, p_fire=p_fire, **params)
+    return {"step_seconds": window.step_seconds, "p_fire": p_fire, **params}
 
 
 def windows_per_month(window: WindowConfig) -> float:

@@ -100,6 +100,9 @@ class TopicMonitor:
     broad: bool = False  # the market-wide key: judge windows without their leading topic
     alertname: str = ALERTNAME
     firing: AlertEvent | None = field(default=None)
+    # Added to the labels of the alerts it starts (a watched entity's routing labels); a
+    # resolved event keeps its firing's, so that both reach the same receivers.
+    labels: tuple[tuple[str, str], ...] = ()
 
     def update(self, window: TopicWindow) -> list[AlertEvent]:
         """Judge a closed window; return the alert events it causes (zero or one)."""
@@ -120,6 +123,7 @@ class TopicMonitor:
                     "alertname": self.alertname,
                     label: value,
                     "severity": "critical" if critical else "warning",
+                    **dict(self.labels),
                 },
                 annotations={"summary": summary, "description": description},
                 starts_at=verdict.since or window.start,

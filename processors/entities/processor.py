@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from time import perf_counter
+from typing import Protocol
 
 from processors.chain.base import Route, RoutedProcessor
 from processors.entities.catalog import normal_ticker
@@ -13,13 +14,21 @@ from processors.envelope.message import Body, Message, Result
 TASK = "entities"
 
 
+class MatcherSource(Protocol):
+    """Where the matcher of the moment comes from: a watchlist that is reloaded when its
+    file changes hands out a new matcher after each change."""
+
+    def matcher(self) -> EntityMatcher: ...
+
+
 class EntityProcessor(RoutedProcessor):
     """Appends one `entities` result: the feed's own tickers, cashtags and names, merged.
 
     The result lists the tickers sorted, each once, as the keys of `scores` (each 1.0:
     a mention, not a probability) and joined by commas as its `label` ("" for none);
     `tickers(message)` reads them back. Feed tickers are kept even when the catalog does
-    not know them (the feed knows best), written as the catalog writes its own.
+    not know them (the feed knows best), written as the catalog writes its own. Given a
+    `MatcherSource` instead of a matcher, it asks for the current one once per batch.
 
     >>> from datetime import datetime, timezone
     >>> from processors.entities.catalog import Entity, EntityCatalog
@@ -35,7 +44,10 @@ class EntityProcessor(RoutedProcessor):
     """
 
     def __init__(
-        self, matcher: EntityMatcher, name: str = TASK, route: Route | None = None
+        self,
+        matcher: EntityMatcher | MatcherSource,
+        name: str = TASK,
+        route: Route | None = None,
     ) -> None:
         self.name = name
         self.matcher = matcher
@@ -43,23 +55,26 @@ class EntityProcessor(RoutedProcessor):
 
     def results(self, messages: Sequence[Message]) -> list[Result]:
         started = perf_counter()
-        found = [self.tickers(m.body) for m in messages]
+        source = self.matcher
+        matcher = source if isinstance(source, EntityMatcher) else source.matcher()
+        found = [body_tickers(matcher, m.body) for m in messages]
         latency = perf_counter() - started
-        model = self.matcher.catalog.source
+        model = matcher.catalog.source
         return [
             Result(self.name, TASK, ",".join(t), dict.fromkeys(t, 1.0), model, latency)
             for t in found
         ]
 
-    def tickers(self, body: Body) -> tuple[str, ...]:
-        """Sorted, each once: the feed's tickers, then what the title and text name."""
-        catalog = self.matcher.catalog
-        found = {catalog.canonical(t) or normal_ticker(t) for t in body.tickers}
-        found.discard("")
-        found |= self.matcher.find(body.text)
-        if body.title:  # matched on its own: a title's capitals follow their own style
-            found |= self.matcher.find(body.title)
-        return tuple(sorted(found))
+
+def body_tickers(matcher: EntityMatcher, body: Body) -> tuple[str, ...]:
+    """Sorted, each once: the feed's tickers, then what the title and text name."""
+    catalog = matcher.catalog
+    found = {catalog.canonical(t) or normal_ticker(t) for t in body.tickers}
+    found.discard("")
+    found |= matcher.find(body.text)
+    if body.title:  # matched on its own: a title's capitals follow their own style
+        found |= matcher.find(body.title)
+    return tuple(sorted(found))
 
 
 def tickers(message: Message) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ DOCKER = ROOT / "docker"
 GRAFANA = DASHBOARDS / "grafana"
 DASHBOARD_JSON = GRAFANA / "finsentry-overview.json"
 COMPOSE_ENV = {"FINSENTRY_WEBHOOK_SECRET": "test-secret"}
-GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$topic": ".*"}
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "1h", "$topic": ".*", "$entity": ".*"}
 
 
 def tool(*names: str) -> str:
@@ -197,6 +197,12 @@ def test_dashboard_panels_have_unique_ids_a_datasource_and_queries() -> None:
     for subject in ("throughput", "latency", "dead letters", "topic", "negative share", "alerts"):
         assert subject in titles
     assert "batch size" in titles and "processor time" in titles
+    watched = [p for p in panels() if "watched entity" in p["title"].lower()]
+    for subject in ("negative share", "story volume", "echo ratio", "alerts firing"):
+        assert any(subject in p["title"].lower() for p in watched), subject
+    assert all('entity=~"$entity"' in t["expr"] for p in watched for t in p["targets"])
+    (repeated,) = [p for p in dashboard["panels"] if p.get("repeat")]
+    assert repeated["type"] == "row" and repeated["repeat"] == "entity" in variables
 
 
 def test_grafana_provisioning_points_at_the_dashboard_and_prometheus() -> None:

@@ -6,6 +6,9 @@ this test that is down at first. Prometheus (the shipped config and rules, rende
 into tmp_path with a 1 s scrape and no `for` delays) scrapes it and sends alerts to
 Alertmanager (the shipped routing, its receivers pointed at a second receiver here).
 
+The job watches two of the generated companies (`WATCHLIST`), so that the dashboard's
+panels per watched entity have data too.
+
 Asserted: every Grafana panel query returns data; the Prometheus surge rule fires and
 Alertmanager delivers it; after the job is killed and started again on the same
 --state-dir with the receiver back up, finsentry's own webhooks deliver every alert
@@ -55,6 +58,20 @@ DAY = MarketDay(
     malformed_share=0.01,
     seed=11,
 )
+
+
+# Two generated companies the calm and the surge day both name, as a watchlist.
+WATCHLIST = [
+    {"id": "NWE", "aliases": ["Northwind Energy"], "labels": {"desk": "energy"}},
+    {"id": "ORBR", "aliases": ["Orbis Retail"], "labels": {"desk": "retail"}},
+]
+
+
+def watching(tmp_path: Path) -> Path:
+    """A config file with only the watchlist: everything else stays at its default."""
+    path = tmp_path / "watchlist-config.yaml"
+    path.write_text(yaml.safe_dump({"watchlist": {"entities": WATCHLIST}}))
+    return path
 
 
 def wait_until(what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
@@ -251,6 +268,8 @@ def test_dashboards_alerts_and_webhooks_end_to_end(
             name,
             *FINSENTRY,
             "run",
+            "--config",
+            watching(tmp_path),
             "--input",
             events,
             "--alerts-out",
@@ -356,6 +375,8 @@ def test_a_healthy_job_where_nothing_fired_has_data_on_every_panel(
             "finsentry-calm",
             *FINSENTRY,
             "run",
+            "--config",
+            watching(tmp_path),
             "--input",
             events,
             "--alerts-out",
@@ -381,5 +402,7 @@ def test_a_healthy_job_where_nothing_fired_has_data_on_every_panel(
         assert not (alerts_out.exists() and alerts_out.read_bytes().strip()), "a calm day fired"
         firing = query_range(prometheus, "sum(finsentry_alerts_firing)", started)
         assert peak(firing) == 0
+        watched = query_range(prometheus, "finsentry_watched_entity_messages", started)
+        assert {s["metric"]["entity"] for s in watched} == {"NWE", "ORBR"}
     finally:
         hooks.stop()

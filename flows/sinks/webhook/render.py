@@ -22,7 +22,8 @@ def render(alert: AlertEvent, receiver: ReceiverConfig, external_url: str = "") 
         return to_json(alert)
     if receiver.format == "slack":
         return msgspec.json.encode(_slack(alert))
-    group = {k: alert.labels[k] for k in ("alertname", "topic") if k in alert.labels}
+    # Grouped by the key, as Alertmanager's default route would: a topic or an entity.
+    group = {k: alert.labels[k] for k in ("alertname", "topic", "entity") if k in alert.labels}
     return msgspec.json.encode(
         {
             "receiver": receiver.name,
