@@ -105,9 +105,6 @@ class Sequencer(Generic[T]):
         """Every item still held, in order: the input has ended."""
         return list(self._release(None))
 
-    def __len__(self) -> int:
-        return len(self._held)
-
     def copy(self) -> Sequencer[T]:
         """A snapshot that later changes do not touch (items are immutable)."""
         twin: Sequencer[T] = Sequencer(self.frontiers)
