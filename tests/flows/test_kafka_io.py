@@ -38,6 +38,7 @@ from flows.sources.kafka import (
     TopicNotFound,
 )
 from processors.envelope.message import NO_END, AlertEvent, DeadLetter, dead_letter, to_json
+from processors.stream.sequencer import PartitionProgress
 from tests.brokers import TANSU, TANSU_END_OFFSETS, TANSU_NO_OUT_OF_RANGE, Broker, free_port
 from tests.helpers import T0, window
 from tests.kafka_fixtures import FakeFuture
@@ -78,6 +79,11 @@ def wait_awake(part: KafkaSourcePartition) -> None:
         time.sleep(max(0.0, (awake - datetime.now(UTC)).total_seconds()))
 
 
+def records_of(batch: list[RawRecord | PartitionProgress]) -> list[RawRecord]:
+    """A batch less the partition's progress (caught up, ended)."""
+    return [r for r in batch if isinstance(r, RawRecord)]
+
+
 def drain(part: KafkaSourcePartition, n: int, timeout: float = 15.0) -> list[RawRecord]:
     """Call the partition the way Bytewax does until it has returned `n` records."""
     got: list[RawRecord] = []
@@ -85,19 +91,21 @@ def drain(part: KafkaSourcePartition, n: int, timeout: float = 15.0) -> list[Raw
     while len(got) < n:
         assert time.monotonic() < deadline, f"read {len(got)} of {n} records"
         wait_awake(part)
-        got += part.next_batch()
+        got += records_of(part.next_batch())
     return got
 
 
 def read_to_end(part: KafkaSourcePartition, timeout: float = 15.0) -> list[RawRecord]:
-    got: list[RawRecord] = []
+    """The records up to the partition's end; it says it has ended just before it stops."""
+    got: list[RawRecord | PartitionProgress] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         wait_awake(part)
         try:
             got += part.next_batch()
         except StopIteration:
-            return got
+            assert got and isinstance(got[-1], PartitionProgress) and got[-1].ended
+            return records_of(got)
     raise AssertionError(f"no end after {len(got)} records")
 
 
@@ -251,7 +259,7 @@ def test_survives_losing_the_broker(own_broker: Broker, topic: str) -> None:
     while sample(metrics, "finsentry_kafka_connected") == 1:
         assert time.monotonic() < deadline, "the partition did not notice the broker was gone"
         wait_awake(part)
-        assert part.next_batch() == []
+        assert records_of(part.next_batch()) == []
     assert sample(metrics, "finsentry_kafka_errors_total", kind="unavailable") >= 1
     assert part.next_awake() > datetime.now(UTC)  # backing off, not spinning
     broker.start()
@@ -406,7 +414,9 @@ def test_flow_reads_the_topic_to_its_end(broker: Broker, topic: str) -> None:
     produce(broker, topic, sent)
     flow = Dataflow("kafka_test")
     records = op.input("in", flow, source(broker, topic, exit_at_end=True, batch_size=4))
-    out: list[RawRecord] = []
+    out: list[RawRecord | PartitionProgress] = []
     op.output("out", records, TestingSink(out))
     run_main(flow)
-    assert sorted(r.payload for r in out) == sorted(value for _, value in sent)
+    assert sorted(r.payload for r in records_of(out)) == sorted(value for _, value in sent)
+    ended = {p.origin for p in out if isinstance(p, PartitionProgress) and p.ended}
+    assert ended == {f"kafka:{topic}/0", f"kafka:{topic}/1"}
