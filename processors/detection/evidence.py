@@ -191,8 +191,8 @@ class EvidenceDetector(Detector):
         if n <= 0:
             return Assessment(abnormal=False, recovered=False, baseline=share_base, score=0.0)
         k = min(max(window.n_negative, 0), n)
-        log_p = log_upper_tail(k, n, a, b)
-        share = k / n
+        log_p = own_log_p = log_upper_tail(k, n, a, b)
+        share = own_share = k / n
         since = None  # where the evidence begins, when a held run gave it
         if self.held:
             # A surge across window boundaries: judge the run of held windows with this
@@ -213,10 +213,14 @@ class EvidenceDetector(Detector):
         recovered = log_p > math.log(self.p_resolve) or share <= share_base + self.resolve_lift
         if abnormal or firing:
             self.held, self.held_since = [], None  # a surge: none of it is normal
-        elif (log_p < math.log(self.p_suspect) and lifted) or (self.held and k / n > share_base):
+        elif self._suspect(own_log_p, own_share, share_base) or (
+            self.held and own_share > share_base
+        ):
             # Suspect, not yet evidence: hold it back from the baseline, and let the
             # next window add to it, so a surge cannot teach itself as the normal. A run
-            # goes on while its windows stay above the baseline.
+            # goes on while its windows, each on its own, stay above the baseline: the
+            # run's evidence must not hold calm windows back, or a run that never fires
+            # would stop the key learning for good.
             if not self.held:
                 self.held_since = window.start
             self.held.append((k, n))
@@ -232,6 +236,10 @@ class EvidenceDetector(Detector):
             score=-log_p / _LN10,
             since=since,
         )
+
+    def _suspect(self, log_p: float, share: float, baseline: float) -> bool:
+        """Whether one window on its own is suspect: unlikely and lifted, not yet evidence."""
+        return log_p < math.log(self.p_suspect) and share >= baseline + self.min_lift
 
     def share(self) -> float:
         """The baseline negative share: pooled counts shrunk to the prior."""

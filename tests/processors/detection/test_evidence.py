@@ -397,3 +397,16 @@ def test_an_alert_on_a_held_run_starts_where_the_run_began() -> None:
     (alert,) = monitor.update(day(14, 31))
     assert alert.status == "firing"
     assert alert.starts_at == datetime(2024, 1, 31) and alert.window.start == datetime(2024, 2, 1)
+
+
+def test_a_calm_window_ends_a_held_run_and_is_learnt() -> None:
+    """A run that never becomes evidence ends at the first window at or below the
+    baseline, and its windows are learnt: the key does not stop learning."""
+    d, i = learnt(False)
+    assert not d.update(window(10, 20, i), False).abnormal  # suspect: held
+    assert d.held
+    items = d.items
+    # Calm on its own, though the run of both (10 of 22) is still suspect.
+    verdict = d.update(window(0, 2, i + 1), False)
+    assert not verdict.abnormal and verdict.score > 2
+    assert d.held == [] and d.items > items
