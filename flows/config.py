@@ -410,7 +410,8 @@ class SinksConfig(_Section):
     console: bool = True
     state_dir: Path | None = Field(
         None,
-        description="what sinks must remember across restarts (alerts already sent); "
+        description="what sinks must remember across restarts (ids of Kafka records sent, "
+        "the webhook outbox); "
         "default: beside recovery.dir, as <recovery.dir>-state, else $XDG_STATE_HOME/finsentry "
         "(~/.local/state/finsentry)",
     )
@@ -503,6 +504,13 @@ class KafkaConfig(_Section):
         None,
         description="JSON lines file for dead letters the dead-letter topic would not take "
         "(after retries); default: dead-letters-undeliverable.jsonl in sinks.state_dir",
+    )
+    sent_retention_seconds: float = Field(
+        7 * 86_400,
+        gt=0,
+        description="how long the ids of records sent to Kafka are kept in sinks.state_dir "
+        "so that a resumed job skips them; longer than the job is ever stopped before it "
+        "resumes",
     )
     # repr=False: it may hold passwords, which kafka-python takes as plain strings.
     client_options: dict[str, Any] = Field({}, repr=False)

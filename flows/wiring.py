@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -113,19 +114,25 @@ def build_outputs(
             path.parent.mkdir(parents=True, exist_ok=True)
             target.append(FileSink(path))
     k = config.kafka
-    remembering_alerts = partial(alert_sink, state_dir=sinks.state_dir)
+    # Scored messages and dead letters are sent once across a resume; without snapshots
+    # there is no resume, and a job run again (a backfill) sends them all again.
+    resumable = sinks.state_dir if config.recovery.dir is not None else None
     fallback = k.dead_letter_fallback_path or (sinks.state_dir or Path()) / FALLBACK_FILE
-    letters_or_file = partial(dead_letter_sink, fallback_path=fallback)
     for topic, target, make in (
-        (k.scored_topic, outputs.scored, scored_sink),
-        (k.alerts_topic, outputs.alerts, remembering_alerts),
-        (k.dead_letter_topic, outputs.dead_letters, letters_or_file),
+        (k.scored_topic, outputs.scored, partial(scored_sink, state_dir=resumable)),
+        (k.alerts_topic, outputs.alerts, partial(alert_sink, state_dir=sinks.state_dir)),
+        (
+            k.dead_letter_topic,
+            outputs.dead_letters,
+            partial(dead_letter_sink, fallback_path=fallback, state_dir=resumable),
+        ),
     ):
         if topic is not None:
             target.append(
                 make(
                     k.brokers,
                     topic,
+                    retention=timedelta(seconds=k.sent_retention_seconds),
                     client_options=k.client_options,
                     connect_timeout=k.connect_timeout_seconds,
                     metrics=observers.kafka,

@@ -5,11 +5,13 @@ so Bytewax only advances past items the broker has acknowledged (correctness ove
 latency). Idempotence stops a producer's own retries from writing duplicates; a broker
 that refuses it gets a plain `acks="all"` producer instead.
 
-A job resumed from a snapshot emits again what it emitted after that snapshot. For
-alerts that matters, so the alert sink keeps the ids it sent in a `SentLog` and
-skips them. It sends those one at a time, each acknowledged and then recorded before
-the next goes: a crash between the broker's ack and the record repeats that one
-event on resume, never a batch.
+A job resumed from a snapshot emits again what it emitted after that snapshot. With a
+state directory a sink skips the ids it sent before (`SentLog`); only the records in
+flight at a crash go again, byte for byte, under the same key. Alerts go one at a time
+(a crash repeats at most the one event in flight), scored messages and dead letters a
+batch at a time. A consumer that drops a record whose id it has seen (`scored_id`,
+`letter_id`, `AlertEvent.event_id`) sees exactly the records of an uninterrupted run;
+docs/kafka.md says how.
 
 Dead letters are the exception to failing loudly: a letter the topic will not take
 would stop the job again on every restart, so the dead-letter sink retries it and then
@@ -18,12 +20,14 @@ appends it to a local file instead (`DeadLetterSink`).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -59,6 +63,10 @@ log = logging.getLogger(__name__)
 X = TypeVar("X")
 Key = bytes | str | None
 Headers = Mapping[str, bytes | str]
+
+# How long a sent id is kept: far longer than a job stays stopped before it resumes
+# (kafka.sent_retention_seconds).
+SENT_RETENTION = timedelta(days=7)
 
 # What a broker answers when it will not give this client a producer id.
 _IDEMPOTENCE_REFUSED = (ClusterAuthorizationFailedError, UnsupportedVersionError)
@@ -117,40 +125,120 @@ def ensure_topic(
 
 
 class SentLog:
-    """Ids of the items a sink has delivered, one SQLite table in the state directory
-    (a `private_file`, like the webhook outbox beside it).
+    """Ids of the records a sink has produced, in SQLite in the state directory (a
+    `private_file`, like the webhook outbox beside it).
 
-    An id is recorded after the broker acknowledged the record, so a crash between the
-    two sends that one record again on resume (duplicates over losses).
+    Before a send (`intend`) each record's id goes into `sent` and its value into
+    `pending`; after the broker's ack (`acknowledged`) the value is deleted. An id with
+    a pending value is one whose delivery is not known (a crash came between the send
+    and the ack's record), so it is sent again on resume with that value, not one
+    computed anew: duplicates over losses, and a duplicate identical to the first. The
+    values live apart so that `sent` keeps only ids (a record's value is kilobytes).
+    Ids older than `retention` are deleted on open, then every `PRUNE_EVERY` seconds.
     """
 
     FILE = "kafka-sent.sqlite3"
+    PRUNE_EVERY = 3600.0
+    _CHUNK = 500  # ids per query, well under SQLite's limit on parameters
 
-    def __init__(self, state_dir: Path, sink: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        sink: str,
+        retention: timedelta = SENT_RETENTION,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         private_file(state_dir / self.FILE)
         self.sink = sink
+        self.retention = retention
+        self.clock = clock
         self._db = sqlite3.connect(state_dir / self.FILE, isolation_level=None, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")  # workers and processes share the file
         self._db.execute("PRAGMA synchronous=FULL")  # a record must outlive a lost node
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS sent (sink TEXT NOT NULL, event_id TEXT NOT NULL,"
-            " PRIMARY KEY (sink, event_id))"
-        )
+        with self._transaction():
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS sent (sink TEXT NOT NULL, event_id TEXT NOT NULL,"
+                " sent_at REAL NOT NULL, PRIMARY KEY (sink, event_id)) WITHOUT ROWID"
+            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sent)")}
+            if "sent_at" not in columns:  # a file from before pruning: its ids age from now
+                self._db.execute(
+                    f"ALTER TABLE sent ADD COLUMN sent_at REAL NOT NULL DEFAULT {self.clock()!r}"
+                )
+            self._db.execute("CREATE INDEX IF NOT EXISTS sent_age ON sent (sink, sent_at)")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS pending (sink TEXT NOT NULL, event_id TEXT NOT NULL,"
+                " value BLOB NOT NULL, PRIMARY KEY (sink, event_id))"
+            )
+        self.prune()
 
-    def sent(self, ids: Iterable[str]) -> set[str]:
-        """Which of `ids` were delivered before."""
-        wanted = list(ids)
-        marks = ", ".join("?" * len(wanted))
-        found = self._db.execute(
-            f"SELECT event_id FROM sent WHERE sink = ? AND event_id IN ({marks})",
-            (self.sink, *wanted),
-        )
-        return {row[0] for row in found}
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One fsync for many rows; IMMEDIATE, so that concurrent writers queue at once."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
-    def add(self, event_id: str) -> None:
-        self._db.execute(
-            "INSERT OR IGNORE INTO sent (sink, event_id) VALUES (?, ?)", (self.sink, event_id)
-        )
+    def known(self, ids: Iterable[str]) -> dict[str, bytes | None]:
+        """Which of `ids` the log holds: None for one acknowledged, else the value it was
+        sent with, its delivery not known."""
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, bytes | None] = {}
+        for start in range(0, len(wanted), self._CHUNK):
+            chunk = wanted[start : start + self._CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                "SELECT event_id, value FROM sent LEFT JOIN pending USING (sink, event_id)"
+                f" WHERE sink = ? AND event_id IN ({marks})",
+                (self.sink, *chunk),
+            )
+            found.update(rows)
+        return found
+
+    def intend(self, records: Iterable[tuple[str, bytes]]) -> None:
+        """Before sending: each (id, value), unless the id is there already."""
+        rows = [(self.sink, event_id, value) for event_id, value in records]
+        now = self.clock()
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO sent (sink, event_id, sent_at) VALUES (?, ?, ?)",
+                [(sink, event_id, now) for sink, event_id, _ in rows],
+            )
+            self._db.executemany(
+                "INSERT OR IGNORE INTO pending (sink, event_id, value) VALUES (?, ?, ?)", rows
+            )
+
+    def acknowledged(self, ids: Iterable[str]) -> None:
+        """After the broker's ack: these ids are delivered, their values no longer needed."""
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM pending WHERE sink = ? AND event_id = ?",
+                [(self.sink, event_id) for event_id in ids],
+            )
+        if self.clock() >= self._next_prune:
+            self.prune()
+
+    def prune(self) -> int:
+        """Delete the ids older than `retention`, with any value pending; returns how many."""
+        now = self.clock()
+        self._next_prune = now + self.PRUNE_EVERY
+        cutoff = now - self.retention.total_seconds()
+        with self._transaction():
+            gone = self._db.execute(
+                "DELETE FROM sent WHERE sink = ? AND sent_at < ?", (self.sink, cutoff)
+            ).rowcount
+            self._db.execute(
+                "DELETE FROM pending WHERE sink = ? AND NOT EXISTS (SELECT 1 FROM sent"
+                " WHERE sent.sink = pending.sink AND sent.event_id = pending.event_id)",
+                (self.sink,),
+            )
+        if gone:
+            log.info("%s: %d sent ids older than %s deleted", self.sink, gone, self.retention)
+        return gone
 
     def close(self) -> None:
         self._db.close()
@@ -161,8 +249,9 @@ class KafkaSink(DynamicSink[X], Generic[X]):
 
     Every worker gets its own producer. A batch with undelivered records raises
     `KafkaDeliveryError` and counts in `finsentry_kafka_errors_total{kind="produce"}`.
-    With `once` (an item's id) and a `state_dir`, an item whose id was sent before is
-    skipped, across restarts; such items are sent and recorded one at a time.
+    With a `state_dir`, an item whose id (`once`) was sent before is skipped, across
+    restarts (see `SentLog`); `one_by_one` sends and records such items one at a time,
+    else a batch at a time. Without one, every item is sent.
     """
 
     def __init__(
@@ -175,12 +264,14 @@ class KafkaSink(DynamicSink[X], Generic[X]):
         headers: Callable[[X], Headers] | None = None,
         once: Callable[[X], str] | None = None,
         state_dir: Path | None = None,
+        one_by_one: bool = False,
+        retention: timedelta = SENT_RETENTION,
         client_options: Mapping[str, Any] | None = None,
         connect_timeout: float = 5.0,
         metrics: KafkaMetrics | None = None,
     ) -> None:
-        if (once is None) != (state_dir is None):
-            raise ValueError("`once` and `state_dir` go together: ids are kept in the state dir")
+        if state_dir is not None and once is None:
+            raise ValueError("a `state_dir` keeps the ids of what was sent: `once` gives them")
         self.brokers = list(brokers)
         self.topic = topic
         self.value = value
@@ -188,6 +279,8 @@ class KafkaSink(DynamicSink[X], Generic[X]):
         self.headers = headers
         self.once = once
         self.state_dir = state_dir
+        self.one_by_one = one_by_one
+        self.retention = retention
         self.options = check_client_options(client_options)
         self.connect_timeout = connect_timeout
         self.metrics = metrics or KafkaMetrics()
@@ -199,6 +292,11 @@ class KafkaSink(DynamicSink[X], Generic[X]):
         return KafkaSinkPartition(self)
 
 
+# An item and the value it is sent with; records that failed, with why.
+Record = tuple[X, bytes]
+Failed = list[tuple[Record[X], Exception]]
+
+
 class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
     """One worker's producer; each batch is delivered in full or raises."""
 
@@ -206,36 +304,47 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
         self._sink = sink
         self._client = f"sink:{sink.topic}"
         self._producer = sink.producer()
-        self._log = SentLog(sink.state_dir, f"kafka:{sink.topic}") if sink.state_dir else None
+        self._log = (
+            SentLog(sink.state_dir, f"kafka:{sink.topic}", sink.retention)
+            if sink.state_dir
+            else None
+        )
 
     def write_batch(self, items: list[X]) -> None:
-        once = self._sink.once
-        if once is None or self._log is None:
-            self._deliver(items)
+        sink, sent = self._sink, self._log
+        if sink.once is None or sent is None:
+            self._deliver([(item, sink.value(item)) for item in items])
             return
-        ids = [once(item) for item in items]
-        skip = self._log.sent(ids)
+        ids = [sink.once(item) for item in items]
+        known = sent.known(ids)
+        todo: list[tuple[str, Record[X]]] = []
         for item, item_id in zip(items, ids, strict=True):
-            if item_id not in skip:
-                skip.add(item_id)
-                # One at a time: a crash after the ack and before the record can
-                # repeat only this one (alert events are few; the flush is cheap).
-                self._deliver([item])
-                self._log.add(item_id)
+            if item_id in known and known[item_id] is None:
+                continue  # acknowledged before, or earlier in this batch
+            first = known.get(item_id)  # logged, not acknowledged: the value first sent
+            todo.append((item_id, (item, sink.value(item) if first is None else first)))
+            known[item_id] = None
+        # One at a time, a crash after the ack and before the record repeats only the
+        # one in flight (alert events are few; the flush is cheap); else the batch.
+        groups = [[one] for one in todo] if sink.one_by_one else [todo]
+        for group in filter(None, groups):
+            sent.intend((item_id, value) for item_id, (_, value) in group)
+            self._deliver([record for _, record in group])
+            sent.acknowledged(item_id for item_id, _ in group)
 
-    def _deliver(self, items: list[X]) -> None:
-        """Send `items`; what was not delivered goes to `_undelivered`."""
-        failed = self._attempt(items)
+    def _deliver(self, records: list[Record[X]]) -> None:
+        """Send `records`; what was not delivered goes to `_undelivered`."""
+        failed = self._attempt(records)
         if failed:
-            self._undelivered(items, failed)
+            self._undelivered(records, failed)
             return
         self._sink.metrics.up(self._client)
 
-    def _attempt(self, items: list[X]) -> list[tuple[X, Exception]]:
-        """Send `items`, falling back to a non-idempotent producer if the broker wants."""
-        failed = self._send(items)
+    def _attempt(self, records: list[Record[X]]) -> Failed[X]:
+        """Send `records`, falling back to a non-idempotent producer if the broker wants."""
+        failed = self._send(records)
         if failed and self._producer.config["enable_idempotence"]:
-            refused = [item for item, exc in failed if isinstance(exc, _IDEMPOTENCE_REFUSED)]
+            refused = [record for record, exc in failed if isinstance(exc, _IDEMPOTENCE_REFUSED)]
             if len(refused) == len(failed):
                 log.warning(
                     "%s: broker refused idempotence (%s); producing without it",
@@ -247,41 +356,42 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
                 failed = self._send(refused)
         return failed
 
-    def _undelivered(self, items: list[X], failed: list[tuple[X, Exception]]) -> None:
+    def _undelivered(self, records: list[Record[X]], failed: Failed[X]) -> None:
         """Raise, so that Bytewax does not move past records the broker did not take."""
         self._sink.metrics.down(self._client, "produce")
         raise KafkaDeliveryError(
-            f"{len(failed)} of {len(items)} records not delivered to {self._sink.topic!r}: "
+            f"{len(failed)} of {len(records)} records not delivered to {self._sink.topic!r}: "
             f"{failed[0][1]!r}"
         )
 
-    def _send(self, items: list[X]) -> list[tuple[X, Exception]]:
-        """Send and flush; returns the items that failed, with why."""
+    def _send(self, records: list[Record[X]]) -> Failed[X]:
+        """Send and flush; returns the records that failed, with why."""
         sink = self._sink
-        futures: list[tuple[X, FutureRecordMetadata]] = []
-        failed: list[tuple[X, Exception]] = []
-        for item in items:
+        futures: list[tuple[Record[X], FutureRecordMetadata]] = []
+        failed: Failed[X] = []
+        for record in records:
+            item, value = record
             key = sink.key(item) if sink.key else None
             headers = sink.headers(item) if sink.headers else {}
             try:  # e.g. MessageSizeTooLargeError, raised by send itself
                 future = self._producer.send(
                     sink.topic,
-                    value=sink.value(item),
+                    value=value,
                     key=key.encode() if isinstance(key, str) else key,
                     headers=[
                         (k, v.encode() if isinstance(v, str) else v) for k, v in headers.items()
                     ],
                 )
             except KafkaError as exc:
-                failed.append((item, exc))
+                failed.append((record, exc))
                 continue
-            futures.append((item, future))
+            futures.append((record, future))
         self._producer.flush()
-        for item, future in futures:
+        for record, future in futures:
             try:
                 future.get()
             except KafkaError as exc:
-                failed.append((item, exc))
+                failed.append((record, exc))
         return failed
 
     def close(self) -> None:
@@ -291,9 +401,28 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
             self._log.close()
 
 
-def scored_sink(brokers: list[str], topic: str, **options: Any) -> KafkaSink[Message]:
-    """Scored messages, keyed by message id so repeats of one item share a partition."""
-    return KafkaSink(brokers, topic, value=to_json, key=lambda m: m.header.id, **options)
+def scored_sink(
+    brokers: list[str], topic: str, state_dir: Path | None = None, **options: Any
+) -> KafkaSink[Message]:
+    """Scored messages, keyed by message id so repeats of one item share a partition.
+
+    With a `state_dir`, each message (`scored_id`) goes out once, across restarts.
+    """
+    return KafkaSink(
+        brokers,
+        topic,
+        value=to_json,
+        key=lambda m: m.header.id,
+        once=scored_id,
+        state_dir=state_dir,
+        **options,
+    )
+
+
+def scored_id(message: Message) -> str:
+    """Message id and event time: what the flow's de-duplication keeps apart (the same id
+    is scored again once it comes back past the de-duplication horizon)."""
+    return f"{message.header.id}@{message.header.published_at.isoformat()}"
 
 
 def alert_sink(
@@ -301,22 +430,32 @@ def alert_sink(
 ) -> KafkaSink[AlertEvent]:
     """Alert events, keyed by fingerprint so an alert's firing and resolved stay in order.
 
-    With a `state_dir`, each event (`AlertEvent.event_id`) goes out once, across restarts.
+    With a `state_dir`, each event (`AlertEvent.event_id`) goes out once, across
+    restarts, one at a time.
     """
-    once = _event_id if state_dir is not None else None
     return KafkaSink(
         brokers,
         topic,
         value=to_json,
         key=lambda a: a.fingerprint,
-        once=once,
+        once=_event_id,
         state_dir=state_dir,
+        one_by_one=True,
         **options,
     )
 
 
 def _event_id(alert: AlertEvent) -> str:
     return alert.event_id
+
+
+def letter_id(letter: DeadLetter) -> str:
+    """A dead letter's key: a digest of its source, position and reason, which a resumed
+    job rejecting the same input again gives again (its time and, for a processor error,
+    its payload may differ). Without a position, the payload's digest stands in."""
+    where = letter.payload_sha256 if letter.position is None else f"@{letter.position}"
+    origin = "\0".join((letter.source, where, letter.reason))
+    return hashlib.sha256(origin.encode("utf-8", errors="surrogatepass")).hexdigest()[:32]
 
 
 FALLBACK_FILE = "dead-letters-undeliverable.jsonl"
@@ -336,12 +475,20 @@ class DeadLetterSink(KafkaSink[DeadLetter]):
         topic: str,
         *,
         fallback_path: Path | None = None,
+        state_dir: Path | None = None,
         retries: int = 3,
         backoff: float = 0.2,
         **options: Any,
     ) -> None:
         super().__init__(
-            brokers, topic, value=to_json, headers=lambda d: {"reason": d.reason}, **options
+            brokers,
+            topic,
+            value=to_json,
+            key=letter_id,
+            headers=lambda d: {"reason": d.reason},
+            once=letter_id,
+            state_dir=state_dir,
+            **options,
         )
         self.fallback_path = fallback_path or Path(FALLBACK_FILE)
         self.retries = retries
@@ -356,28 +503,34 @@ class DeadLetterSinkPartition(KafkaSinkPartition[DeadLetter]):
 
     _sink: DeadLetterSink
 
-    def _send(self, items: list[DeadLetter]) -> list[tuple[DeadLetter, Exception]]:
+    def write_batch(self, items: list[DeadLetter]) -> None:
         try:
-            return super()._send(items)
+            super().write_batch(items)
+        except sqlite3.Error:  # the state dir full or broken: not a reason to stop either
+            # (if the ack's record failed, the batch goes again: a repeat, under its key)
+            log.exception("%s: sent ids not read or recorded; sending without them", self._client)
+            self._deliver([(letter, to_json(letter)) for letter in items])
+
+    def _send(self, records: list[Record[DeadLetter]]) -> Failed[DeadLetter]:
+        try:
+            return super()._send(records)
         except Exception as exc:  # at flush, or unforeseen: none is known to be delivered
-            return [(item, exc) for item in items]
+            return [(record, exc) for record in records]
 
-    def _attempt(self, items: list[DeadLetter]) -> list[tuple[DeadLetter, Exception]]:
+    def _attempt(self, records: list[Record[DeadLetter]]) -> Failed[DeadLetter]:
         try:  # e.g. no broker for the producer without idempotence
-            return super()._attempt(items)
+            return super()._attempt(records)
         except Exception as exc:
-            return [(item, exc) for item in items]
+            return [(record, exc) for record in records]
 
-    def _undelivered(
-        self, items: list[DeadLetter], failed: list[tuple[DeadLetter, Exception]]
-    ) -> None:
+    def _undelivered(self, records: list[Record[DeadLetter]], failed: Failed[DeadLetter]) -> None:
         sink = self._sink
         for attempt in range(sink.retries):
-            again = [item for item, exc in failed if _retriable(exc)]
+            again = [record for record, exc in failed if _retriable(exc)]
             if not again:
                 break
             time.sleep(sink.backoff * 2**attempt)
-            failed = [(i, e) for i, e in failed if not _retriable(e)] + self._attempt(again)
+            failed = [(r, e) for r, e in failed if not _retriable(e)] + self._attempt(again)
         if not failed:
             sink.metrics.up(self._client)
             return
@@ -387,7 +540,7 @@ class DeadLetterSinkPartition(KafkaSinkPartition[DeadLetter]):
             sink.metrics.down(self._client, "produce")
         self._fall_back(failed)
 
-    def _fall_back(self, failed: list[tuple[DeadLetter, Exception]]) -> None:
+    def _fall_back(self, failed: Failed[DeadLetter]) -> None:
         sink = self._sink
         at = datetime.now(UTC)
         lines = b"".join(
@@ -400,7 +553,7 @@ class DeadLetterSinkPartition(KafkaSinkPartition[DeadLetter]):
                 }
             )
             + b"\n"
-            for letter, exc in failed
+            for (letter, _), exc in failed
         )
         try:
             sink.fallback_path.parent.mkdir(parents=True, exist_ok=True)
@@ -443,8 +596,15 @@ def _error_kind(exc: Exception) -> str:
 
 
 def dead_letter_sink(
-    brokers: list[str], topic: str, fallback_path: Path | None = None, **options: Any
+    brokers: list[str],
+    topic: str,
+    fallback_path: Path | None = None,
+    state_dir: Path | None = None,
+    **options: Any,
 ) -> DeadLetterSink:
-    """Dead letters, with their reason as a header so consumers can filter without parsing;
-    those the topic will not take go to `fallback_path` (see `DeadLetterSink`)."""
-    return DeadLetterSink(brokers, topic, fallback_path=fallback_path, **options)
+    """Dead letters, keyed by `letter_id`, with their reason as a header so consumers can
+    filter without parsing; those the topic will not take go to `fallback_path` (see
+    `DeadLetterSink`). With a `state_dir`, each goes out once, across restarts."""
+    return DeadLetterSink(
+        brokers, topic, fallback_path=fallback_path, state_dir=state_dir, **options
+    )
