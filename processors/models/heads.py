@@ -9,8 +9,9 @@ records how the features were made, so inference can rebuild the exact encoder.
 
 Two formats: `finsentry-heads/1`, heads for the packaged encoder as it is (or for a
 fine-tuned encoder directory), and `finsentry-adapted/1`, the default model: heads
-plus fp16 deltas of the encoder's top layers, which `SentenceEncoder` adds into the
-packaged weights at load (so inference costs what the base model costs).
+plus deltas of the encoder's top layers (int8 with a scale per row, or fp16), which
+`SentenceEncoder` adds into the packaged weights at load (so inference costs what the
+base model costs).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The default model's recipe: top layers fine-tuned, fp16 deltas, fitted temperatures."""
+"""The default model's recipe: top layers fine-tuned, int8 deltas, fitted temperatures."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import torch
 
 from flows.config import InferenceConfig, ModelConfig
 from flows.models import build_default_model
+from processors.models.encoder import SCALE_SUFFIX, dequantize_deltas
 from processors.models.heads import ADAPTED_FORMAT, ClassifierHeads
-from processors.training.adapt import fit_temperature
+from processors.training.adapt import fit_temperature, quantize_deltas
 from processors.training.train import (
     NEWS_SPLIT_SEED,
     NEWS_VALID_FRAC,
@@ -50,8 +51,15 @@ def test_a_tiny_run_writes_deltas_of_the_trained_layer_only_and_serves(tmp_path:
     assert all(t > 0 for t in heads.temperatures.values())
     layers = {name.split(".")[2] for name in heads.encoder_deltas}
     assert layers == {"5"}  # one layer trained: the top one, and nothing else
-    assert all(d.dtype == torch.float16 for d in heads.encoder_deltas.values())
-    assert any(d.abs().max() > 0 for d in heads.encoder_deltas.values())
+    for name, d in heads.encoder_deltas.items():  # matrices int8 with a scale, vectors fp16
+        if name.endswith(SCALE_SUFFIX):
+            assert (
+                d.dtype == torch.float32
+                and heads.encoder_deltas[name[: -len(SCALE_SUFFIX)]].dim() == 2
+            )
+        else:
+            assert d.dtype == (torch.int8 if d.dim() == 2 else torch.float16), name
+    assert any(d.abs().max() > 0 for d in dequantize_deltas(heads.encoder_deltas).values())
 
     model = build_default_model(ModelConfig(heads=out), InferenceConfig(max_tokens=64))
     for task, classes in (("topic", 20), ("sentiment", 3)):
@@ -87,3 +95,17 @@ def test_the_fitted_temperature_lowers_the_nll_of_overconfident_logits() -> None
     nll = torch.nn.functional.cross_entropy
     assert nll(logits / t, y) < nll(logits, y) - 0.1
     assert nll(logits / t, y) <= min(nll(logits / s, y) for s in (t * 0.8, t * 1.25)) + 1e-4
+
+
+def test_int8_deltas_round_trip_within_half_a_step_of_each_row() -> None:
+    g = torch.Generator().manual_seed(0)
+    deltas = {"w": torch.randn(6, 5, generator=g) * 1e-3, "b": torch.randn(5, generator=g)}
+    deltas["w"][2] = 0.0  # an untouched row stays exactly zero
+    stored = quantize_deltas(deltas)
+    assert stored["w"].dtype == torch.int8 and stored["b"].dtype == torch.float16
+    back = dequantize_deltas(stored)
+    assert set(back) == {"w", "b"}
+    step = deltas["w"].abs().amax(1, keepdim=True) / 127
+    assert ((back["w"] - deltas["w"]).abs() <= step / 2 + 1e-9).all()
+    assert torch.equal(back["w"][2], torch.zeros(5))
+    torch.testing.assert_close(back["b"], deltas["b"], atol=1e-3, rtol=1e-3)
