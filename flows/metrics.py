@@ -289,6 +289,11 @@ class WatchedEntities(Collector):
         for outcome in RELOAD_OUTCOMES:
             reloads.add_metric([outcome], counts[outcome])
         yield reloads
+        yield GaugeMetricFamily(
+            "finsentry_watchlist_file_rejected",
+            "1 while the watchlist file as it stands was rejected and an older list is used.",
+            value=float(bool(self.watchlist and self.watchlist.rejected)),
+        )
 
 
 def _labels(message: Message) -> tuple[str, str]:

@@ -42,7 +42,8 @@ class LiveWatchlist:
 
     `matcher()` is the entity processor's `MatcherSource`: a new automaton is built
     after each change, once, when first asked for. `reloads` counts the file's changes
-    by outcome, for the metrics.
+    by outcome, and `rejected` says whether the file as it stands was refused (the job
+    runs an older list until it is mended), for the metrics.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class LiveWatchlist:
         self._next_check = clock() + config.check_seconds
         self._matcher: tuple[int, EntityMatcher] | None = None
         self.reloads: Counter[str] = Counter(dict.fromkeys(RELOAD_OUTCOMES, 0))
+        self.rejected = False
         self._watched = self._build(1, config.read())
 
     @cached_property
@@ -95,9 +97,11 @@ class LiveWatchlist:
             self._watched = self._build(self._watched.version + 1, self.config.read())
         except ValueError as exc:
             self.reloads["rejected"] += 1
+            self.rejected = True
             log.error("watchlist %s not reloaded, keeping the last good list: %s", file, exc)
             return
         self.reloads["loaded"] += 1
+        self.rejected = False
         log.info("watchlist %s reloaded: %d entities", file, len(self._watched.entities))
 
     def _build(self, version: int, entities: list[WatchedEntityConfig]) -> Watched:

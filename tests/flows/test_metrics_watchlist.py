@@ -75,6 +75,7 @@ def test_an_entity_taken_off_the_list_takes_its_series(tmp_path: Path) -> None:
     file.write_text("- {id: [\n")  # a bad version: counted, the list stays
     reloads = samples(registry, "finsentry_watchlist_reloads_total")
     assert reloads == {("loaded",): 1, ("rejected",): 1}
+    assert samples(registry, "finsentry_watchlist_file_rejected") == {(): 1}
     assert samples(registry, "finsentry_watchlist_entities") == {(): 1}
 
 
@@ -88,6 +89,7 @@ def test_without_a_watchlist_the_families_exist_empty() -> None:
         ("loaded",): 0,
         ("rejected",): 0,
     }
+    assert samples(registry, "finsentry_watchlist_file_rejected") == {(): 0}
 
 
 def test_a_topic_window_is_no_entity_series() -> None:

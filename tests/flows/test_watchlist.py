@@ -152,13 +152,14 @@ def test_a_bad_version_is_logged_counted_and_skipped(
         with caplog.at_level(logging.ERROR, logger="flows.watchlist"):
             assert set(watchlist.current().entities) == {"ACMER"}  # the last good list
         assert watchlist.reloads == {"loaded": 0, "rejected": step + 1}
+        assert watchlist.rejected
         assert "keeping the last good list" in caplog.text
     clock.now += 5
     assert watchlist.current().version == 1  # an unchanged bad state is not counted again
     write(file, [{"id": "ZETA", "aliases": ["Zeta Dynamics"]}])
     clock.now += 5
     assert set(watchlist.current().entities) == {"ZETA"}
-    assert watchlist.reloads == {"loaded": 1, "rejected": 2}
+    assert watchlist.reloads == {"loaded": 1, "rejected": 2} and not watchlist.rejected
 
 
 def test_an_empty_watchlist_loads_no_catalog_until_a_matcher_is_asked_for() -> None:
