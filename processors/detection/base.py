@@ -26,6 +26,9 @@ class Assessment:
     # Where the evidence begins when it spans earlier windows too (a surge that built up
     # over several): the alert starts there. None: at this window.
     since: datetime | None = None
+    # With `since`: the (negative, all) counts of that whole run, which the alert's text
+    # gives instead of the last window's alone.
+    run_counts: tuple[int, int] | None = None
 
 
 class Detector(ABC):

@@ -193,7 +193,7 @@ class EvidenceDetector(Detector):
         k = min(max(window.n_negative, 0), n)
         log_p = own_log_p = log_upper_tail(k, n, a, b)
         share = own_share = k / n
-        since = None  # where the evidence begins, when a held run gave it
+        since = run_counts = None  # where the evidence begins, when a held run gave it
         if self.held:
             # A surge across window boundaries: judge the run of held windows with this
             # one. Each window draws its own share, so the spread between windows counts
@@ -205,6 +205,7 @@ class EvidenceDetector(Detector):
             log_run = log_upper_tail(run_k, run_n, *beta_from_share(share_base, run_rho))
             if log_run < log_p:
                 log_p, share, since = log_run, run_k / run_n, self.held_since
+                run_counts = (run_k, run_n)
         lifted = share >= share_base + self.min_lift
         # Warm-up counts every item seen, surges too: the baseline's own uncertainty is
         # in the tail already; this only keeps a key's very first windows from firing.
@@ -235,6 +236,7 @@ class EvidenceDetector(Detector):
             baseline=share_base,
             score=-log_p / _LN10,
             since=since,
+            run_counts=run_counts,
         )
 
     def _suspect(self, log_p: float, share: float, baseline: float) -> bool:

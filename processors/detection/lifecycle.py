@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import msgspec
 
@@ -112,10 +113,16 @@ class TopicMonitor:
             judged = without_leading_topic(judged)
         verdict = self.detector.update(judged, firing=self.firing is not None)
         if self.firing is None and verdict.abnormal:
-            critical = surge and judged.negative_share >= self.critical_share
-            summary, description = (_surge_texts if surge else _volume_texts)(
-                judged, verdict.baseline, f"{self.detector.score_name} = {verdict.score:.1f}"
-            )
+            # A surge judged over a run of windows is told, and graded, by the whole run.
+            negative, items = verdict.run_counts or (judged.n_negative, judged.n)
+            since = verdict.since or window.start
+            critical = surge and negative >= self.critical_share * items
+            score = f"{self.detector.score_name} = {verdict.score:.1f}"
+            if surge:
+                texts = _surge_texts(judged, negative, items, since, verdict.baseline, score)
+            else:
+                texts = _volume_texts(judged, verdict.baseline, score)
+            summary, description = texts
             label, value = key_label(window.topic)
             self.firing = AlertEvent(
                 status="firing",
@@ -126,7 +133,7 @@ class TopicMonitor:
                     **dict(self.labels),
                 },
                 annotations={"summary": summary, "description": description},
-                starts_at=verdict.since or window.start,
+                starts_at=since,
                 ends_at=NO_END,
                 fingerprint=fingerprint(self.alertname, window.topic),
                 window=window,
@@ -165,17 +172,26 @@ def _unit(window: TopicWindow) -> str:
     return "stories" if window.n_stories > 0 else "items"
 
 
-def _surge_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
+def _span(start: datetime, end: datetime) -> str:
+    """A stretch of event time as a reader wants it: the date once if it has one."""
+    if start.date() == end.date():
+        return f"between {start:%H:%M} and {end:%H:%M} UTC on {start:%Y-%m-%d}"
+    return f"from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+
+
+def _surge_texts(
+    window: TopicWindow, negative: int, items: int, since: datetime, baseline: float, score: str
+) -> tuple[str, str]:
     return f"Surge of negative news on {_subject(window)}", (
-        f"{window.n_negative} of {window.n} {_unit(window)} on {window.topic} were negative "
-        f"({window.negative_share:.0%}) between {window.start:%H:%M} and "
-        f"{window.end:%H:%M} UTC, against a usual {baseline:.0%} ({score})."
+        f"{negative} of {items} {_unit(window)} on {window.topic} were negative "
+        f"({negative / max(items, 1):.0%}) {_span(since, window.end)}, against a usual "
+        f"{baseline:.0%} ({score})."
     )
 
 
 def _volume_texts(window: TopicWindow, baseline: float, score: str) -> tuple[str, str]:
     return f"Spike in news volume on {_subject(window)}", (
-        f"{window.n} {_unit(window)} on {window.topic} between {window.start:%H:%M} and "
-        f"{window.end:%H:%M} UTC, against a usual {baseline:.1f} at this time of the "
-        f"week ({score}), whatever their tone."
+        f"{window.n} {_unit(window)} on {window.topic} {_span(window.start, window.end)}, "
+        f"against a usual {baseline:.1f} at this time of the week ({score}), whatever "
+        "their tone."
     )

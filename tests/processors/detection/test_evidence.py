@@ -397,6 +397,10 @@ def test_an_alert_on_a_held_run_starts_where_the_run_began() -> None:
     (alert,) = monitor.update(day(14, 31))
     assert alert.status == "firing"
     assert alert.starts_at == datetime(2024, 1, 31) and alert.window.start == datetime(2024, 2, 1)
+    # Told by the whole run, not by its last window alone.
+    assert alert.annotations["description"].startswith(
+        "27 of 100 items on macro were negative (27%) from 2024-01-31 00:00 to 2024-02-02 00:00 UTC"
+    )
 
 
 def test_a_calm_window_ends_a_held_run_and_is_learnt() -> None:
