@@ -38,11 +38,13 @@ def test_bench_prints_every_figure() -> None:
     )
     assert done.returncode == 0, done.stderr.decode()[-2000:]
     figures = json.loads(done.stdout)
-    for measure in ("naive", "processors", "flow", "flow_noop"):
+    for measure in ("naive", "processors", "flow", "flow_plain", "flow_noop"):
         assert figures[measure]["msgs_per_s"] > 0
     assert figures["flow"]["scored"] <= figures["flow"]["messages"] == 64
+    assert figures["flow_plain"]["messages"] == 64 and -1 < figures["entities_stories_cost"] < 1
     assert figures["flow_noop"]["messages"] == 2000
     assert len(figures["flow_noop"]["runs_msgs_per_s"]) == 2
     assert figures["processors"]["batch_p99_s"] >= figures["processors"]["batch_p50_s"]
     assert figures["dtype"] in ("float32", "bfloat16", "float16")
     assert "no-op flow runs" in done.stderr.decode()
+    assert "entities and story finding take" in done.stderr.decode()
