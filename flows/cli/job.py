@@ -91,6 +91,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--seed", type=int, default=7)
     gen.add_argument("--surge-topic", default="energy_oil")
     gen.add_argument("--day", type=date.fromisoformat, default=None)
+    gen.add_argument(
+        "--companies",
+        action="store_true",
+        help="a company day instead: calm news on 30 large companies, then a surge of "
+        "negative stories on the first, one story echoed 60 times on the second and a "
+        "burst of neutral coverage on the third (docs/entities.md)",
+    )
     gen.set_defaults(command=_generate)
 
 
@@ -336,6 +343,8 @@ def _score(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from flows.sources.demo import MarketDay, generate, previous_weekday
 
+    if args.companies:
+        return _generate_companies(args.out, args.day or previous_weekday(), args.seed)
     day = MarketDay(
         day=args.day or previous_weekday(),
         minutes=args.minutes,
@@ -349,4 +358,19 @@ def _generate(args: argparse.Namespace) -> int:
             f.write(line + b"\n")
             n += 1
     print(f"wrote {n:,} items to {args.out}")
+    return 0
+
+
+def _generate_companies(out: Path, day: date, seed: int) -> int:
+    from flows.sources.company_day import COMPANY_DAY_TICKERS, CompanyDay, generate_company_day
+    from processors.entities import EntityCatalog
+
+    names = {e.id: e.names[0] for e in EntityCatalog.builtin()}
+    companies = [(names[ticker], ticker) for ticker in COMPANY_DAY_TICKERS]
+    items = generate_company_day(CompanyDay(day, companies, seed=seed))
+    out.write_text("".join(json.dumps(item) + "\n" for item in items))
+    surge, echo, burst = (ticker for _, ticker in companies[:3])
+    print(
+        f"wrote {len(items):,} items to {out}: surge on {surge}, echo on {echo}, burst on {burst}"
+    )
     return 0

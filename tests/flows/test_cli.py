@@ -223,3 +223,27 @@ def test_metrics_endpoint_serves_the_documented_names() -> None:
     total = 'finsentry_alerts_total{alertname="NewsVolumeSpike",status="firing",topic="macro"} 0.0'
     assert total in body
     assert 'finsentry_dead_letters_total{reason="late"} 0.0' in body
+
+
+def test_a_generated_company_day_fires_for_the_surging_company_only(tmp_path: Path) -> None:
+    """The company day through `finsentry run` with the default model, no watchlist: a
+    surge on BA, one story echoed 60 times on PFE, a neutral burst on NVDA."""
+    day, alerts = tmp_path / "companies.jsonl", tmp_path / "alerts.jsonl"
+    made = finsentry("generate", "--companies", "--out", str(day), "--day", "2024-03-14")
+    assert made.returncode == 0, made.stderr.decode()[-2000:]
+    assert "surge on BA, echo on PFE, burst on NVDA" in made.stdout.decode()
+    done = finsentry("run", "--input", str(day), "--alerts-out", str(alerts), "--quiet")
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    firing = [
+        a for a in map(json.loads, alerts.read_text().splitlines()) if a["status"] == "firing"
+    ]
+    by_entity = {
+        (a["labels"]["alertname"], a["labels"]["entity"]) for a in firing if "entity" in a["labels"]
+    }
+    surges = {entity for name, entity in by_entity if name == "NegativeSentimentSurge"}
+    spikes = {entity for name, entity in by_entity if name == "NewsVolumeSpike"}
+    assert surges == {"BA"}  # not PFE: one story, however often it is echoed
+    assert "NVDA" in spikes
+    (surge,) = [a for a in firing if a["labels"].get("entity") == "BA"]
+    texts = [e["text"] for e in surge["window"]["evidence"]]
+    assert len(texts) == len(set(texts)) >= 3 and all("Boeing" in t for t in texts)
