@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli.job import SECRET_ENV
+from flows.cli.job import DEMO_OVERRIDES, SECRET_ENV
 from flows.sources.demo import MarketDay, generate
 from tests.flows.sinks.test_webhook import free_port
 from tests.helpers import ROOT
@@ -69,8 +69,19 @@ def test_run_reads_a_file_to_its_end_and_writes_alerts(tmp_path: Path) -> None:
         ).returncode
         == 0
     )
+    # The demo's window and de-duplication settings, which the generated day is made for:
+    # under the default hour-long de-duplication most of its template headlines are copies.
+    config = tmp_path / "demo.yaml"
+    settings: dict[str, dict[str, object]] = {}
+    for dotted, value in DEMO_OVERRIDES.items():
+        section, name = dotted.split(".")
+        if section != "source":
+            settings.setdefault(section, {})[name] = value
+    config.write_text(json.dumps(settings))  # JSON is YAML
     done = finsentry(
         "run",
+        "--config",
+        str(config),
         "--input",
         str(events),
         "--alerts-out",
