@@ -116,5 +116,4 @@ def _fill(rng: random.Random, template: str, name: str, ticker: str) -> str:
         q=rng.choice(("Q1", "Q2", "Q3", "Q4")),
         n=rng.randint(2, 9),
         bank=rng.choice(BANKS),
-        person="",
     )
