@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from flows.sources.demo import CALM_MIX
 from flows.sources.demo_text import BANKS, TEMPLATES
 
 # The calm coverage a company gets: its own topics, each sentiment as often as on the
-# demo's calm day.
+# demo's calm day (CALM_MIX).
 CALM_TOPICS = ("company_news", "stock_movement", "earnings", "analyst_update")
-CALM_MIX = {"negative": 0.12, "neutral": 0.58, "positive": 0.30}
 # Distinct negative stories: each its own event, in words of its own.
 SURGE_STORIES = (
     "{co} shares plunge {pct}% after regulators open a probe into its accounts",
