@@ -33,11 +33,10 @@ from flows.sinks.webhook.signing import (
     TIMESTAMP_HEADER,
     verify_signature,
 )
-from tests.flows.sinks.test_webhook import alert, free_port, sample
+from tests.flows.sinks.test_webhook import SECRET, Received, alert, free_port, sample
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
-SECRET = "tls-test-secret"
 DELIVERIES = "finsentry_webhook_deliveries_total"
 
 # A self-contained request config, so the system's openssl.cnf changes nothing.
@@ -126,21 +125,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(ca[0], *server, *client, combined, *stranger)
 
 
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    client_cn: str
-
-
 class TlsReceiver:
     """An HTTPS endpoint on 127.0.0.1 that requires a client certificate signed by the
-    test CA; it records each POST and each refused handshake."""
+    test CA; it records each POST, the common name of the client certificate it came with
+    (`clients`), and each refused handshake."""
 
     def __init__(self, pki: Pki) -> None:
         self.port = free_port()
         self.requests: list[Received] = []
+        self.clients: list[str] = []
         self.refused: list[BaseException] = []
         self._lock = threading.Lock()
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -156,8 +149,9 @@ class TlsReceiver:
                 subject = dict(pair[0] for pair in peer.get("subject", ()))
                 with receiver._lock:
                     receiver.requests.append(
-                        Received(self.path, dict(self.headers.items()), body, subject["commonName"])
+                        Received(self.path, dict(self.headers.items()), body, time.monotonic())
                     )
+                    receiver.clients.append(subject["commonName"])
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -250,12 +244,10 @@ def test_mutual_tls_delivers_the_signed_body_intact(
     assert tls_receiver.refused == []
     [got] = tls_receiver.requests
     assert got.path == "/hook"
-    assert got.client_cn == "finsentry-client"  # the server saw our certificate
+    assert tls_receiver.clients == ["finsentry-client"]  # the server saw our certificate
     assert got.headers[EVENT_ID_HEADER] == event.event_id
     assert got.body == render(event, cfg.receivers[0], cfg.external_url)
-    assert verify_signature(
-        SECRET, got.headers[TIMESTAMP_HEADER], got.body, got.headers[SIGNATURE_HEADER]
-    )
+    assert got.signed
     assert not verify_signature(
         SECRET, got.headers[TIMESTAMP_HEADER], got.body + b" ", got.headers[SIGNATURE_HEADER]
     )
