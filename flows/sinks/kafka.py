@@ -313,7 +313,7 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
     def write_batch(self, items: list[X]) -> None:
         sink, sent = self._sink, self._log
         if sink.once is None or sent is None:
-            self._deliver([(item, sink.value(item)) for item in items])
+            self._deliver_all(items)
             return
         ids = [sink.once(item) for item in items]
         known = sent.known(ids)
@@ -331,6 +331,10 @@ class KafkaSinkPartition(StatelessSinkPartition[X], Generic[X]):
             sent.intend((item_id, value) for item_id, (_, value) in group)
             self._deliver([record for _, record in group])
             sent.acknowledged(item_id for item_id, _ in group)
+
+    def _deliver_all(self, items: list[X]) -> None:
+        """Send every item, whatever was sent before."""
+        self._deliver([(item, self._sink.value(item)) for item in items])
 
     def _deliver(self, records: list[Record[X]]) -> None:
         """Send `records`; what was not delivered goes to `_undelivered`."""
@@ -509,7 +513,7 @@ class DeadLetterSinkPartition(KafkaSinkPartition[DeadLetter]):
         except sqlite3.Error:  # the state dir full or broken: not a reason to stop either
             # (if the ack's record failed, the batch goes again: a repeat, under its key)
             log.exception("%s: sent ids not read or recorded; sending without them", self._client)
-            self._deliver([(letter, to_json(letter)) for letter in items])
+            self._deliver_all(items)
 
     def _send(self, records: list[Record[DeadLetter]]) -> Failed[DeadLetter]:
         try:
