@@ -38,7 +38,8 @@ from test_dashboards import DASHBOARDS, RULES, panel_exprs, tool
 from flows.sinks.webhook.signing import EVENT_ID_HEADER
 from flows.sources.demo import MarketDay, generate
 from processors.envelope.message import AlertEvent, to_json
-from tests.flows.sinks.test_webhook import SECRET, Receiver, free_port
+from tests.brokers import free_port
+from tests.flows.sinks.test_webhook import SECRET, Receiver
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow

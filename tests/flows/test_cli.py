@@ -15,7 +15,7 @@ import pytest
 
 from flows.cli.job import DEMO_OVERRIDES, SECRET_ENV
 from flows.sources.demo import MarketDay, generate
-from tests.flows.sinks.test_webhook import free_port
+from tests.brokers import free_port
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.slow  # the command in subprocesses, with the real models

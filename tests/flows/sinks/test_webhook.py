@@ -4,7 +4,6 @@ signatures, backoff, downtime, restarts, and exactly-once per alert event."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -39,6 +38,7 @@ from flows.sinks.webhook.signing import (
 from flows.sinks.webhook.sink import WebhookSink
 from processors.detection.lifecycle import ALERTNAME, fingerprint
 from processors.envelope.message import NO_END, AlertEvent, to_json
+from tests.brokers import free_port
 from tests.helpers import ROOT
 
 SECRET = "s3cret-for-tests"
@@ -63,12 +63,6 @@ class Received:
             self.body,
             self.headers.get(SIGNATURE_HEADER, ""),
         )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Receiver:

@@ -33,7 +33,8 @@ from flows.sinks.webhook.signing import (
     TIMESTAMP_HEADER,
     verify_signature,
 )
-from tests.flows.sinks.test_webhook import SECRET, Received, alert, free_port, sample
+from tests.brokers import free_port
+from tests.flows.sinks.test_webhook import SECRET, Received, alert, sample
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
