@@ -141,6 +141,9 @@ def load_events(path: str | Path) -> Events:
 class EventScore:
     event: Event
     first_alert: AlertEvent | None
+    # Firing alerts that started in the event's span on keys it does not list: where
+    # the monitor filed the event, when its topics say otherwise.
+    elsewhere: tuple[AlertEvent, ...] = ()
 
     @property
     def caught(self) -> bool:
@@ -182,6 +185,7 @@ class Score:
                     "caught": e.caught,
                     "lag_hours": _round(e.lag_hours),
                     "first_alert": alert_summary(e.first_alert) if e.first_alert else None,
+                    "elsewhere": [alert_summary(a) for a in e.elsewhere],
                 }
                 for e in self.events
             ],
@@ -197,8 +201,11 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 
 
 def alert_summary(alert: AlertEvent) -> dict[str, Any]:
+    entity = alert.labels.get("entity")
     return {
+        "alertname": alert.labels.get("alertname"),
         "topic": alert.labels.get("topic"),
+        **({"entity": entity} if entity else {}),
         "severity": alert.labels.get("severity"),
         "starts_at": alert.starts_at.isoformat().replace("+00:00", "Z"),
         "fingerprint": alert.fingerprint,
@@ -217,7 +224,11 @@ def score_alerts(alerts: Iterable[AlertEvent], events: Events) -> Score:
     """Judge the firing alerts in `alerts` against `events` (see docs/backtest.md)."""
     fired = firing(alerts)
     scores = tuple(
-        EventScore(event, next((a for a in fired if event.caught_by(a)), None))
+        EventScore(
+            event,
+            next((a for a in fired if event.caught_by(a)), None),
+            tuple(a for a in fired if a.starts_at in event.catch_span and not event.caught_by(a)),
+        )
         for event in events.events
     )
     spans = [e.catch_span for e in events.events]
@@ -242,8 +253,9 @@ def _covered_days(spans: Sequence[Span]) -> float:
 
 
 def format_table(score: Score) -> str:
-    """Per event: caught or not, the lag of the first matching alert, its topic."""
-    rows = [("event", "caught", "lag h", "first alert")]
+    """Per event: caught or not, the lag of the first matching alert, its topic, and
+    the keys it does not list that fired in its span."""
+    rows = [("event", "caught", "lag h", "first alert", "fired elsewhere")]
     for e in score.events:
         a = e.first_alert
         rows.append(
@@ -251,10 +263,11 @@ def format_table(score: Score) -> str:
                 e.event.name,
                 "yes" if e.caught else "no",
                 f"{e.lag_hours:+.1f}" if e.lag_hours is not None else "-",
-                f"{a.labels.get('topic')} {a.starts_at:%Y-%m-%d %H:%M}" if a else "-",
+                f"{alert_key(a)} {a.starts_at:%Y-%m-%d %H:%M}" if a else "-",
+                elsewhere_keys(e) or "-",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         "  ".join(
             c.ljust(w) if i != 2 else c.rjust(w)
@@ -276,6 +289,17 @@ def format_table(score: Score) -> str:
         )
     )
     return "\n".join(lines)
+
+
+def alert_key(alert: AlertEvent) -> str:
+    """The alert's key as a reader names it: its topic, or `$TICKER` for an entity."""
+    entity = alert.labels.get("entity")
+    return f"${entity}" if entity else alert.labels.get("topic", "")
+
+
+def elsewhere_keys(score: EventScore) -> str:
+    """The keys that fired in the event's span but do not catch it, once each."""
+    return ", ".join(dict.fromkeys(alert_key(a) for a in score.elsewhere))
 
 
 def _pct(x: float | None) -> str:
@@ -618,15 +642,12 @@ def _month_ticks(t0: datetime, t1: datetime, most: int = 12) -> list[datetime]:
     return ticks[:: max(1, len(ticks) // most + (len(ticks) % most > 0))]
 
 
-def _topic(alert: AlertEvent | None) -> str:
-    return alert.labels.get("topic", "") if alert else ""
-
-
 def _page(title: str, score: Score, charts: list[str]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(e.event.name)}</td><td>{'yes' if e.caught else 'no'}</td>"
         f"<td>{'' if e.lag_hours is None else f'{e.lag_hours:+.1f}'}</td>"
-        f"<td>{html.escape(_topic(e.first_alert))}</td></tr>"
+        f"<td>{html.escape(alert_key(e.first_alert) if e.first_alert else '')}</td>"
+        f"<td>{html.escape(elsewhere_keys(e))}</td></tr>"
         for e in score.events
     )
     summary = html.escape(json.dumps({k: v for k, v in score.to_json().items() if k != "events"}))
@@ -639,7 +660,8 @@ h2 {{ margin: 18px 0 2px; font-size: 16px; }} .meta {{ margin: 0 0 4px; color: #
 .key span {{ display: inline-block; width: 14px; height: 10px; margin: 0 4px 0 12px; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<table><tr><th>event</th><th>caught</th><th>lag (h)</th><th>first alert</th></tr>{rows}</table>
+<table><tr><th>event</th><th>caught</th><th>lag (h)</th><th>first alert</th>
+<th>fired elsewhere</th></tr>{rows}</table>
 <p><code>{summary}</code></p>
 <p class=key>negative share per window (line);
 <span style="background:#d32f2f;opacity:.5"></span>alert firing

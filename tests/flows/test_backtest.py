@@ -99,22 +99,51 @@ def test_scoring_caught_lag_recall_quiet_rate_and_precision() -> None:
     assert score.quiet_alerts == 2 and score.quiet_days == 30.0
     assert score.quiet_alerts_per_30_days == pytest.approx(2.0)
 
+    # Where else the event was filed: firing alerts in its span on keys it does not list.
+    assert run.elsewhere == (alerts[0],) and missed.elsewhere == ()
+
     out = score.to_json()
     assert out["events"][0] == {
         "name": "bank run",
         "caught": True,
         "lag_hours": -18.0,
         "first_alert": {
+            "alertname": "NegativeSentimentSurge",
             "topic": "banks",
             "severity": "critical",
             "starts_at": "2023-03-08T06:00:00Z",
             "fingerprint": "fp-banks",
         },
+        "elsewhere": [
+            {
+                "alertname": "NegativeSentimentSurge",
+                "topic": "energy_oil",
+                "severity": "critical",
+                "starts_at": "2023-03-08T12:00:00Z",
+                "fingerprint": "fp-energy_oil",
+            }
+        ],
     }
     assert out["events"][2]["first_alert"] is None
     assert json.loads(json.dumps(out)) == out
     table = bt.format_table(score)
     assert "bank run" in table and "-18.0" in table and "recall 67%" in table
+    assert "fired elsewhere" in table and "energy_oil" in table
+
+
+def test_an_entity_alert_in_an_events_span_is_told_as_fired_elsewhere() -> None:
+    """An entity's alert has no topic: it never catches an event that lists topics,
+    and the table names it by its ticker."""
+    at = datetime(2023, 3, 10, tzinfo=UTC)
+    entity = msgspec.structs.replace(
+        alert("$SIVB", at),
+        labels={"alertname": "NewsVolumeSpike", "entity": "SIVB", "severity": "warning"},
+    )
+    run = bt.score_alerts([entity], EVENTS).events[0]
+    assert not run.caught and run.elsewhere == (entity,)
+    assert bt.alert_summary(entity)["entity"] == "SIVB"
+    assert bt.alert_summary(entity)["topic"] is None
+    assert bt.elsewhere_keys(run) == "$SIVB"
 
 
 def test_scoring_with_nothing_to_score() -> None:
