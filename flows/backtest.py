@@ -263,7 +263,7 @@ def format_table(score: Score) -> str:
                 e.event.name,
                 "yes" if e.caught else "no",
                 f"{e.lag_hours:+.1f}" if e.lag_hours is not None else "-",
-                f"{alert_key(a)} {a.starts_at:%Y-%m-%d %H:%M}" if a else "-",
+                f"{a.window.topic} {a.starts_at:%Y-%m-%d %H:%M}" if a else "-",
                 elsewhere_keys(e) or "-",
             )
         )
@@ -291,15 +291,10 @@ def format_table(score: Score) -> str:
     return "\n".join(lines)
 
 
-def alert_key(alert: AlertEvent) -> str:
-    """The alert's key as a reader names it: its topic, or `$TICKER` for an entity."""
-    entity = alert.labels.get("entity")
-    return f"${entity}" if entity else alert.labels.get("topic", "")
-
-
 def elsewhere_keys(score: EventScore) -> str:
-    """The keys that fired in the event's span but do not catch it, once each."""
-    return ", ".join(dict.fromkeys(alert_key(a) for a in score.elsewhere))
+    """The keys (topic, `$TICKER`, `all`) that fired in the event's span but do not
+    catch it, once each."""
+    return ", ".join(dict.fromkeys(a.window.topic for a in score.elsewhere))
 
 
 def _pct(x: float | None) -> str:
@@ -646,7 +641,7 @@ def _page(title: str, score: Score, charts: list[str]) -> str:
     rows = "".join(
         f"<tr><td>{html.escape(e.event.name)}</td><td>{'yes' if e.caught else 'no'}</td>"
         f"<td>{'' if e.lag_hours is None else f'{e.lag_hours:+.1f}'}</td>"
-        f"<td>{html.escape(alert_key(e.first_alert) if e.first_alert else '')}</td>"
+        f"<td>{html.escape(e.first_alert.window.topic if e.first_alert else '')}</td>"
         f"<td>{html.escape(elsewhere_keys(e))}</td></tr>"
         for e in score.events
     )
