@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import ClassVar
 
 from processors.envelope.message import TopicWindow
@@ -39,3 +39,12 @@ class Detector(ABC):
     @abstractmethod
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
         """Judge `window`, then learn from it; `firing` says an alert is active."""
+
+
+def fading(last_end: datetime | None, end: datetime, half_life_seconds: float) -> float:
+    """The factor by which a detector's decayed sums fade from its last window's end to
+    `end`: a half per half-life of event time; 1.0 when event time has not moved on (a
+    first window, or one that ends no later), so evidence never grows back."""
+    if last_end is None or end <= last_end:
+        return 1.0
+    return 0.5 ** ((end - last_end) / timedelta(seconds=half_life_seconds))

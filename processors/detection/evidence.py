@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from processors.detection.base import Assessment, Detector
+from processors.detection.base import Assessment, Detector, fading
 from processors.envelope.message import TopicWindow
 
 _LN10 = math.log(10.0)
@@ -282,14 +282,10 @@ class EvidenceDetector(Detector):
 
     def _age(self, end: datetime) -> None:
         """Decay the sums by the event time since the last window (never backwards)."""
-        if self.last_end is None:
-            self.last_end = end
+        decay = fading(self.last_end, end, self.half_life_seconds)
+        self.last_end = max(self.last_end or end, end)
+        if decay == 1.0:
             return
-        elapsed = end - self.last_end
-        if elapsed <= timedelta(0):
-            return
-        self.last_end = end
-        decay = 0.5 ** (elapsed / timedelta(seconds=self.half_life_seconds))
         self.negatives *= decay
         self.items *= decay
         self.seen *= decay

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from processors.detection.base import Assessment, Detector
+from processors.detection.base import Assessment, Detector, fading
 from processors.envelope.message import TopicWindow
 
 _LN10 = math.log(10.0)
@@ -199,11 +199,10 @@ class VolumeDetector(Detector):
 
     def _age(self, end: datetime) -> None:
         """Decay every sum by the event time since the last window (never backwards)."""
-        if self.last_end is None or end <= self.last_end:
-            self.last_end = self.last_end or end
+        decay = fading(self.last_end, end, self.half_life_seconds)
+        self.last_end = max(self.last_end or end, end)
+        if decay == 1.0:
             return
-        decay = 0.5 ** ((end - self.last_end) / timedelta(seconds=self.half_life_seconds))
-        self.last_end = end
         for sums in self.slots.values():
             sums[0] *= decay
             sums[1] *= decay
