@@ -234,6 +234,26 @@ class VolumeConfig(_Section):
     half_life_seconds: float = Field(28 * 86_400.0, gt=0, description="event time to halve")
 
 
+class BurstConfig(_Section):
+    """Bursts of negative stories that share a word across topics (NegativeStoryBurst),
+    judged on the market-wide key beside its negative surge and volume spike (see
+    docs/alerts.md)."""
+
+    enabled: bool = True
+    false_alarms_per_month: float = Field(
+        0.03, gt=0, description="false alarms the key may raise in 30 days of event time"
+    )
+    min_stories: int = Field(
+        4, gt=0, description="negative stories outside the word's busiest topic, at least"
+    )
+    min_ratio: float = Field(3.0, ge=1, description="times the word's usual count to fire")
+    resolve_ratio: float = Field(1.5, ge=1, description="resolved under this many times it")
+    prior_stories: float = Field(
+        2000.0, gt=0, description="a new word is one negative story in this many; warm-up"
+    )
+    half_life_seconds: float = Field(14 * 86_400.0, gt=0, description="event time to halve")
+
+
 class DetectorConfig(_Section):
     """The detector of every key (see docs/configuration.md); each kind reads its own fields.
 
@@ -278,6 +298,7 @@ class DetectorConfig(_Section):
     resolve_z: float = 1.5
     resolve_share: float = Field(0.3, ge=0, le=1)
     volume: VolumeConfig = Field(default_factory=VolumeConfig)
+    burst: BurstConfig = Field(default_factory=BurstConfig)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> DetectorConfig:
         """This config with a watched entity's overrides (`volume` merged field by

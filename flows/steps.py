@@ -15,6 +15,7 @@ from typing import TypeVar
 from bytewax.operators import StatefulBatchLogic
 
 from flows.config import (
+    BurstConfig,
     Config,
     DetectorConfig,
     VolumeConfig,
@@ -25,7 +26,14 @@ from flows.sinks.observe import Observers
 from flows.sources import RawRecord
 from flows.watchlist import LiveWatchlist
 from processors.chain.chain import Chain
-from processors.detection import DETECTORS, VOLUME_ALERTNAME, Detector, VolumeDetector
+from processors.detection import (
+    BURST_ALERTNAME,
+    DETECTORS,
+    VOLUME_ALERTNAME,
+    BurstDetector,
+    Detector,
+    VolumeDetector,
+)
 from processors.detection.lifecycle import TopicMonitor
 from processors.envelope.message import (
     AlertEvent,
@@ -279,7 +287,8 @@ def late_letter(late: Observation, now: datetime) -> DeadLetter:
 @dataclass(frozen=True)
 class Detect:
     """Per-key state: its detectors, each with its alert lifecycle (`TopicMonitor`): the
-    negative surge, then, unless turned off, the news-volume spike.
+    negative surge, then, unless turned off, the news-volume spike, and on the
+    market-wide key the story burst.
 
     With a watchlist, an entity's keys take the watched entity's detector settings and
     routing labels as the list stands at each window: a reload retunes a key's
@@ -308,6 +317,9 @@ class Detect:
             if config.volume.enabled:
                 detector = build_volume_detector(config.volume, self.window)
                 monitors.append(TopicMonitor(detector, alertname=VOLUME_ALERTNAME))
+            if window.topic == MARKET and config.burst.enabled:
+                burst = build_burst_detector(config.burst, self.window)
+                monitors.append(TopicMonitor(burst, alertname=BURST_ALERTNAME))
         elif ticker:  # the watchlist may have changed since the key's last window
             self._retune(monitors, config, per_month)
         if ticker:
@@ -374,6 +386,14 @@ def volume_detector_params(config: VolumeConfig, window: WindowConfig) -> dict[s
     p_fire = p_fire_for_budget(config.false_alarms_per_month, windows_per_month(window))
     params = config.model_dump(exclude={"enabled", "false_alarms_per_month"})
     return {"step_seconds": window.step_seconds, "p_fire": p_fire, **params}
+
+
+def build_burst_detector(config: BurstConfig, window: WindowConfig) -> BurstDetector:
+    """The market-wide key's story-burst detector, its `p_fire` (before it is shared
+    among the words judged) from the false-alarm budget as for the surge detector."""
+    p_fire = p_fire_for_budget(config.false_alarms_per_month, windows_per_month(window))
+    params = config.model_dump(exclude={"enabled", "false_alarms_per_month"})
+    return BurstDetector(p_fire=p_fire, **params)
 
 
 def windows_per_month(window: WindowConfig) -> float:

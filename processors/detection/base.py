@@ -29,6 +29,9 @@ class Assessment:
     # With `since`: the (negative, all) counts of that whole run, which the alert's text
     # gives instead of the last window's alone.
     run_counts: tuple[int, int] | None = None
+    # What in the window the verdict is about, when a detector judges parts of it (the
+    # word of a story burst); empty: the window as a whole.
+    subject: str = ""
 
 
 class Detector(ABC):

@@ -14,7 +14,8 @@ from processors.stream.window import MARKET, entity_of
 
 ALERTNAME = "NegativeSentimentSurge"
 VOLUME_ALERTNAME = "NewsVolumeSpike"
-ALERTNAMES: tuple[str, ...] = (ALERTNAME, VOLUME_ALERTNAME)
+BURST_ALERTNAME = "NegativeStoryBurst"
+ALERTNAMES: tuple[str, ...] = (ALERTNAME, VOLUME_ALERTNAME, BURST_ALERTNAME)
 
 
 def fingerprint(alertname: str, key: str) -> str:
@@ -82,7 +83,9 @@ class TopicMonitor:
     """A key's detector plus the alert it may have open; Bytewax state per key.
 
     `alertname` says what the detector looks for: a surge of negative news
-    (`ALERTNAME`) or of news volume (`VOLUME_ALERTNAME`); the alert texts follow it.
+    (`ALERTNAME`), of news volume (`VOLUME_ALERTNAME`) or of negative stories that
+    share a word (`BURST_ALERTNAME`); the alert texts follow it. An alert's window
+    keeps, of the market-wide key's words, only the one a burst is about.
 
     >>> from datetime import datetime, timedelta
     >>> from processors.detection import EwmaDetector
@@ -120,6 +123,8 @@ class TopicMonitor:
             score = f"{self.detector.score_name} = {verdict.score:.1f}"
             if surge:
                 texts = _surge_texts(judged, negative, items, since, verdict.baseline, score)
+            elif self.alertname == BURST_ALERTNAME:
+                texts = _burst_texts(judged, verdict.subject, negative, verdict.baseline, score)
             else:
                 texts = _volume_texts(judged, verdict.baseline, score)
             summary, description = texts
@@ -136,32 +141,46 @@ class TopicMonitor:
                 starts_at=since,
                 ends_at=NO_END,
                 fingerprint=fingerprint(self.alertname, window.topic),
-                window=window,
+                window=_with_words(window, verdict.subject),
                 baseline_negative_share=round(verdict.baseline, 4) if surge else 0.0,
                 score=round(verdict.score, 3),
                 score_name=self.detector.score_name,
             )
             return [self.firing]
         if self.firing is not None and verdict.recovered:
-            what = f"{judged.negative_share:.0%} negative of " if surge else ""
+            if surge:
+                what = f"{judged.negative_share:.0%} negative of "
+            elif verdict.subject:
+                stories = judged.negative_words.get(verdict.subject, (0, 0))[1]
+                what = f'{stories} negative saying "{verdict.subject}" of '
+            else:
+                what = ""
             resolved = msgspec.structs.replace(
                 self.firing,
                 status="resolved",
                 ends_at=window.start,
-                window=window,
+                window=_with_words(window, verdict.subject),
                 score=round(verdict.score, 3),
                 annotations={
                     **self.firing.annotations,
                     "description": (
                         f"{window.topic} is back to normal: {what}{judged.n} {_unit(window)} "
-                        "between "
-                        f"{window.start:%H:%M} and {window.end:%H:%M} UTC."
+                        f"{_span(window.start, window.end)}."
                     ),
                 },
             )
             self.firing = None
             return [resolved]
         return []
+
+
+def _with_words(window: TopicWindow, subject: str) -> TopicWindow:
+    """The window without its words but the one the verdict is about: an alert carries
+    its evidence, not the vocabulary of the market's negative news."""
+    if not window.negative_words:
+        return window
+    words = {subject: window.negative_words[subject]} if subject in window.negative_words else {}
+    return msgspec.structs.replace(window, negative_words=words)
 
 
 def _subject(window: TopicWindow) -> str:
@@ -186,6 +205,16 @@ def _surge_texts(
         f"{negative} of {items} {_unit(window)} on {window.topic} were negative "
         f"({negative / max(items, 1):.0%}) {_span(since, window.end)}, against a usual "
         f"{baseline:.0%} ({score})."
+    )
+
+
+def _burst_texts(
+    window: TopicWindow, word: str, stories: int, usual: float, score: str
+) -> tuple[str, str]:
+    return f'Burst of negative news about "{word}" across topics', (
+        f"{stories} of the {window.n} {_unit(window)} on the whole stream "
+        f'{_span(window.start, window.end)} were negative and said "{word}" (outside '
+        f"its busiest topic), against a usual {usual:.1f} ({score})."
     )
 
 

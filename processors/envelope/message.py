@@ -161,6 +161,9 @@ class TopicWindow(msgspec.Struct, frozen=True, gc=False):
     # first copy in the window is negative.
     n_stories: int = 0
     n_negative_stories: int = 0
+    # The market-wide key's only: each content word of its negative stories -> (those
+    # stories, and those outside the word's busiest topic), for the story-burst detector.
+    negative_words: dict[str, tuple[int, int]] = {}
 
 
 NO_END = datetime(1, 1, 1, tzinfo=UTC)

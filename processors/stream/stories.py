@@ -48,6 +48,16 @@ def content_words(text: str) -> frozenset[str]:
     return frozenset(w for w in words if w not in _STOPWORDS)
 
 
+def story_words(text: str) -> frozenset[str]:
+    """The content words that can name a story across outlets and rewordings: no
+    figures, none shorter than three letters.
+
+    >>> sorted(story_words("SVB collapse: US regulators seize $209bn lender"))
+    ['collapse', 'lender', 'regulators', 'seize', 'svb']
+    """
+    return frozenset(w for w in content_words(text) if len(w) >= 3 and not _DIGIT.search(w))
+
+
 def _figures(words: frozenset[str]) -> frozenset[str]:
     """The words with a digit: prices, percentages, counts. Copies of a story carry
     the same figures; a new figure is a new development."""

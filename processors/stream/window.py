@@ -15,7 +15,7 @@ from processors.envelope.labels import SENTIMENT_VALUE
 from processors.envelope.message import Evidence, Message, TopicWindow
 from processors.stream.dedupe import normalised_text
 from processors.stream.sequencer import EARLIEST
-from processors.stream.stories import StoryIndex
+from processors.stream.stories import StoryIndex, story_words
 
 EVIDENCE_SIZE = 5
 UNCLASSIFIED = "unclassified"
@@ -64,11 +64,12 @@ def observe(message: Message, evidence_chars: int = 200) -> Observation:
 
 class WindowAccumulator:
     """Counts of items and of stories, score sum and the most negative stories of one
-    key's window."""
+    key's window; with `words`, the words of its negative stories by topic too (the
+    market-wide key's, for story bursts)."""
 
-    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum", "stories")
+    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum", "stories", "words")
 
-    def __init__(self) -> None:
+    def __init__(self, words: bool = False) -> None:
         self.n = 0
         self.counts = {"negative": 0, "neutral": 0, "positive": 0}
         self.score_sum = 0.0
@@ -78,6 +79,8 @@ class WindowAccumulator:
         self.by_topic: dict[str, list[int]] = {}
         # story -> [copies, whether its first copy here is negative]
         self.stories: dict[str, list[int]] = {}
+        # word -> topic -> negative stories (by each story's first copy) that say it
+        self.words: dict[str, dict[str, int]] | None = {} if words else None
 
     def add(self, item: Observation, story_key: str | None = None) -> WindowAccumulator:
         """Fold in `item`, of story `story_key` (by default, its own text's story)."""
@@ -93,6 +96,10 @@ class WindowAccumulator:
                     tally = self.by_topic[item.topic] = [0, 0]
                 tally[0] += 1
                 tally[1] += negative
+                if negative and self.words is not None:
+                    for word in story_words(item.text):
+                        by_topic = self.words.setdefault(word, {})
+                        by_topic[item.topic] = by_topic.get(item.topic, 0) + 1
         else:
             story[0] += 1
         if item.sentiment is not None:
@@ -132,6 +139,11 @@ class WindowAccumulator:
         for story, (copies, negative) in other.stories.items():
             mine = self.stories.setdefault(story, [0, negative])
             mine[0] += copies
+        if self.words is not None and other.words is not None:
+            for word, by_topic in other.words.items():
+                mine_by_topic = self.words.setdefault(word, {})
+                for topic, count in by_topic.items():
+                    mine_by_topic[topic] = mine_by_topic.get(topic, 0) + count
         for entry in other.evidence:
             self._offer(entry)
         return self
@@ -161,7 +173,19 @@ class WindowAccumulator:
             leading_negative=leading_negative,
             n_stories=len(self.stories),
             n_negative_stories=sum(negative for _, negative in self.stories.values()),
+            negative_words=self._negative_words(),
         )
+
+    def _negative_words(self) -> dict[str, tuple[int, int]]:
+        """word -> (negative stories that say it, those outside its busiest topic)."""
+        if not self.words:
+            return {}
+        spread = {}
+        for word in sorted(self.words):
+            counts = self.words[word].values()
+            total = sum(counts)
+            spread[word] = (total, total - max(counts))
+        return spread
 
 
 def _story(item: Observation) -> str:
@@ -252,7 +276,7 @@ class StreamWindows:
                 for window_id in ids:
                     window = windows.get(window_id)
                     if window is None:
-                        window = windows[window_id] = WindowAccumulator()
+                        window = windows[window_id] = WindowAccumulator(words=key == MARKET)
                         heapq.heappush(self._ends, (window_id, key))
                     window.add(item, story)
         return closed, late

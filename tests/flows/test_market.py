@@ -7,16 +7,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import msgspec
 from bytewax.testing import TestingSink, run_main
 
 from flows.config import load_config
 from flows.monitor import build_flow
 from flows.sources.file import JsonLinesSource
+from flows.steps import Detect
 from flows.wiring import Outputs
 from processors.chain import Chain, Processor
 from processors.chain.base import with_result
 from processors.detection import (
     ALERTNAME,
+    BURST_ALERTNAME,
     VOLUME_ALERTNAME,
     EvidenceDetector,
     TopicMonitor,
@@ -211,3 +214,49 @@ def test_one_negative_story_echoed_sixty_times_is_one_story_not_a_surge(tmp_path
     assert echoed.n_stories == 5  # the four calm ones and the echoed one
     (valero,) = [e for e in echoed.evidence if "VALERO" in e.text.upper()]
     assert valero.echoes == 59
+
+
+def test_one_story_told_negatively_across_topics_fires_a_story_burst(tmp_path: Path) -> None:
+    """A month of calm days, then a bank's failure in two negative stories in each of
+    five topics: no topic's share nor the market's moves enough, but the word "svb"
+    does. Through the whole flow, so the Detect step gives the market key its burst
+    detector; it resolves when the word calms down."""
+    crisis = ["central_banks", "company_news", "macro", "markets", "politics"]
+    days = [calm_day() for _ in range(30)]
+    failure = calm_day() + [(topic, "negative") for topic in crisis for _ in range(2)]
+    lines = []
+    for day, items in enumerate([*days, failure, calm_day()]):
+        when = (DAY0 + timedelta(days=day)).isoformat()
+        for i, (topic, mood) in enumerate(items):
+            text = f"{topic} {mood} story {i}"
+            if day == 30 and i >= len(calm_day()):
+                text = f"{topic} {mood} svb {i}"  # each its own story, all saying svb
+            lines.append({"id": f"{day}-{i}", "text": text, "published_at": when})
+    path = tmp_path / "month.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = load_config(env={}, overrides={"window.length_seconds": 86_400})
+    raised: list[AlertEvent] = []
+    outputs = Outputs(alerts=[TestingSink(raised)])
+    chain = Chain([KeywordLabels()])
+    run_main(build_flow(config, source=JsonLinesSource(path, 256), outputs=outputs, chain=chain))
+    assert [(e.status, e.labels["alertname"], e.labels["topic"]) for e in raised] == [
+        ("firing", BURST_ALERTNAME, MARKET),
+        ("resolved", BURST_ALERTNAME, MARKET),
+    ]
+    firing = raised[0]
+    assert firing.starts_at == DAY0 + timedelta(days=30)
+    assert '"svb"' in firing.annotations["summary"]
+    assert firing.window.negative_words == {"svb": (10, 8)}
+
+
+def test_only_the_market_key_judges_story_bursts_unless_turned_off() -> None:
+    config = load_config(env={})
+    window = TopicWindow(MARKET, DAY0, DAY0 + DAY, 10, 1, 9, 0, 0.1, 0.0)
+    detect = Detect(config.detector, config.window)
+    market, _ = detect(None, window)
+    topic, _ = detect(None, msgspec.structs.replace(window, topic="macro"))
+    assert [m.alertname for m in market] == [ALERTNAME, VOLUME_ALERTNAME, BURST_ALERTNAME]
+    assert [m.alertname for m in topic] == [ALERTNAME, VOLUME_ALERTNAME]
+    off = load_config(env={}, overrides={"detector.burst.enabled": False})
+    quiet, _ = Detect(off.detector, off.window)(None, window)
+    assert [m.alertname for m in quiet] == [ALERTNAME, VOLUME_ALERTNAME]

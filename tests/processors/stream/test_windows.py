@@ -131,3 +131,26 @@ def test_windows_survive_a_snapshot_and_a_restart() -> None:
     first.add(items[120:200])  # the snapshot does not see later items
     got += restored.add(items[120:])[0] + restored.advance(None)
     assert got == expected
+
+
+def test_the_market_window_counts_the_words_of_its_negative_stories_by_topic() -> None:
+    w = windows(300, 300)
+    items = [
+        scored(1, "a", topic="macro", text="SVB collapse hits global markets"),
+        scored(2, "b", topic="politics", text="Biden says SVB mess will be fixed"),
+        scored(3, "c", topic="politics", text="SVB failure sparks blame game"),
+        scored(4, "d", topic="politics", text="SVB FAILURE SPARKS BLAME GAME!"),  # a copy
+    ]
+    neutral = message("SVB buyer found", id="e", at=T0 + timedelta(seconds=5), trailer=(
+        Result("t", "topic", "company_news", {"company_news": 1.0}, "m", 0.0),
+        Result("s", "sentiment", "neutral", {"negative": 0.1}, "m", 0.0),
+    ))  # fmt: skip
+    closed, _ = w.add([*items, (T0 + timedelta(seconds=5), neutral)])
+    closed += w.advance(None)
+    by_key = {window.topic: window for window in closed}
+    market = by_key[MARKET]
+    # Three negative stories say "svb", two of them in politics: one outside it.
+    assert market.negative_words["svb"] == (3, 1)
+    assert market.negative_words["blame"] == (1, 0)
+    assert "buyer" not in market.negative_words  # not negative
+    assert all(not window.negative_words for key, window in by_key.items() if key != MARKET)
