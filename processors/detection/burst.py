@@ -26,6 +26,7 @@ from processors.envelope.message import TopicWindow
 
 _LN10 = math.log(10.0)
 _FORGOTTEN = 1e-3  # a word's decayed count below this is dropped from the state
+_REBASE = 16.0  # the sums are brought back to true counts once they have faded this much
 
 
 @dataclass
@@ -79,8 +80,11 @@ class BurstDetector(Detector):
     half_life_seconds: float = 14 * 86_400.0
     max_words: int = 20_000
 
-    words: dict[str, float] = field(default_factory=dict)  # decayed negative stories per word
-    stories: float = 0.0  # decayed stories of the key's windows
+    # Decayed sums, kept times `scale` so that ageing them is one multiplication: the
+    # true (faded) count is the stored one over `scale`.
+    words: dict[str, float] = field(default_factory=dict)  # negative stories per word
+    stories: float = 0.0  # stories of the key's windows
+    scale: float = 1.0
     seen: int = 0  # stories of every window judged, for the warm-up (not decayed)
     word: str | None = None  # the word of the alert that fires, while it fires
     last_end: datetime | None = None
@@ -131,7 +135,7 @@ class BurstDetector(Detector):
         decayed count over the key's, never below that of a word never seen, one story
         in `prior_stories` more than the key has seen (so rare words are not shrunk to
         zero, nor frequent ones towards it)."""
-        unseen = 1.0 / (self.stories + self.prior_stories)
+        unseen = 1.0 / (self.stories / self.scale + self.prior_stories)
         if self.stories <= 0.0:
             return unseen
         return max(self.words.get(word, 0.0) / self.stories, unseen)
@@ -146,8 +150,8 @@ class BurstDetector(Detector):
             # that builds up over days does not teach itself as the normal before it
             # bursts, nor a burst in a day, while a word in the news for good is learnt.
             cap = max(self.min_ratio * self.share(word) * n, self.min_stories - 1)
-            words[word] = words.get(word, 0.0) + min(stories, cap)
-        self.stories += n
+            words[word] = words.get(word, 0.0) + min(stories, cap) * self.scale
+        self.stories += n * self.scale
         if len(words) > self.max_words:
             keep = sorted(words, key=words.__getitem__, reverse=True)[: self.max_words]
             self.words = {word: words[word] for word in keep}
@@ -158,5 +162,10 @@ class BurstDetector(Detector):
         self.last_end = max(self.last_end or end, end)
         if decay == 1.0:
             return
-        self.words = {w: c * decay for w, c in self.words.items() if c * decay >= _FORGOTTEN}
-        self.stories *= decay
+        self.scale /= decay
+        if self.scale >= _REBASE:
+            # Now and then, not each window: ageing thousands of words costs.
+            scale = self.scale
+            self.words = {w: c / scale for w, c in self.words.items() if c >= _FORGOTTEN * scale}
+            self.stories /= scale
+            self.scale = 1.0
