@@ -84,32 +84,128 @@ def week_slot(start: datetime, step: timedelta) -> int:
 
 
 @dataclass
-class VolumeDetector(Detector):
-    """Fires when a window holds too many items for its key and slot of the week.
+class SourceUsual:
+    """One source's usual count on one key: decayed sums per slot of the week and overall,
+    over the key's windows in which the source published anywhere in the stream.
 
-    The usual count of a slot is its decayed mean (half-life `half_life_seconds` of
-    event time), shrunk towards the key's mean over all slots by `prior_slot_windows`
-    windows' worth of weight. The dispersion is a method-of-moments estimate from the
-    decayed squared residuals, shrunk to `prior_dispersion` by
-    `prior_dispersion_windows`; a window is judged with it plus the uncertainty of its
-    slot's usual. A window fires when P(X >= n) < `p_fire`, n is at least `min_ratio`
-    times the usual, the key has seen `warmup_windows` and the slot has been seen
-    (`warmup_slot_windows`: a key's first week teaches its week); it recovers when
-    p > `p_resolve` or n is back under `resolve_ratio` times the usual. Windows with
-    no items are not judged or learnt (a key cannot tell a quiet hour from a feed that
-    stopped), so the usual count is that of windows with items. Abnormal windows, and
-    windows while an alert fires, are not learnt from.
+    The sums are kept times `scale`, so that ageing them is one multiplication (a
+    source has up to 168 slots, a key many sources): the true, faded, sum is the stored
+    one over `scale`, and they are brought back to true sums once `scale` reaches 16.
+    """
+
+    slots: dict[int, list[float]] = field(default_factory=dict)  # slot -> [count, windows]
+    count: float = 0.0
+    windows: float = 0.0
+    # Decayed sums of squared residuals, for the source's own burstiness.
+    excess: float = 0.0  # sum w * ((n - mu)^2 - mu)
+    mu_sq: float = 0.0  # sum w * mu^2
+    residuals: float = 0.0  # sum w over the windows in `excess`
+    scale: float = 1.0
+
+    def seen(self) -> float:
+        """The key's windows (decayed) in which the source was active."""
+        return self.windows / self.scale
+
+    def mean(self, prior_items: float) -> float:
+        """The usual count per window over all slots, with one prior window of
+        `prior_items` items."""
+        return (self.count / self.scale + prior_items) / (self.seen() + 1.0)
+
+    def slot_windows(self, slot: int) -> float:
+        return self.slots.get(slot, (0.0, 0.0))[1] / self.scale
+
+    def expected(self, slot: int, prior_windows: float, prior_items: float) -> float:
+        """The usual count of `slot`, shrunk to the source's mean by `prior_windows`."""
+        count, windows = self.slots.get(slot, (0.0, 0.0))
+        mean = self.mean(prior_items)
+        return (count / self.scale + prior_windows * mean) / (windows / self.scale + prior_windows)
+
+    def dispersion(self, prior: float, prior_windows: float, floor: float) -> float:
+        """Overdispersion of its counts around their usual (0: Poisson), shrunk to
+        `prior` by `prior_windows` windows' worth of weight."""
+        raw = self.excess / self.mu_sq if self.mu_sq > 0.0 else prior
+        residuals = self.residuals / self.scale
+        shrunk = (prior_windows * prior + residuals * raw) / (prior_windows + residuals)
+        return max(floor, shrunk)
+
+    def learn(self, slot: int, n: int, usual: float, mature: float) -> None:
+        """Learn `n` items in `slot`, whose usual was `usual` before; the residual counts
+        once the slot has been seen in `mature` windows."""
+        weight = self.scale
+        if self.slot_windows(slot) >= mature:
+            # Residuals count once the slot's usual rests mostly on the slot itself: a
+            # new slot's guess (the mean) would pass seasonality off as bursts.
+            self.excess += ((n - usual) ** 2 - usual) * weight
+            self.mu_sq += usual * usual * weight
+            self.residuals += weight
+        sums = self.slots.setdefault(slot, [0.0, 0.0])
+        sums[0] += n * weight
+        sums[1] += weight
+        self.count += n * weight
+        self.windows += weight
+
+    def fade(self, decay: float) -> None:
+        self.scale /= decay
+        if self.scale < 16.0:
+            return
+        scale, self.scale = self.scale, 1.0
+        for sums in self.slots.values():
+            sums[0] /= scale
+            sums[1] /= scale
+        self.count /= scale
+        self.windows /= scale
+        self.excess /= scale
+        self.mu_sq /= scale
+        self.residuals /= scale
+
+
+OTHER_SOURCES = ""  # where a key's sources beyond `max_sources` are pooled
+
+
+@dataclass
+class VolumeDetector(Detector):
+    """Fires when a window holds too many items for its key and slot of the week, against
+    the usual counts of the sources that published in the stream in that window.
+
+    The key's usual count is the sum over those sources of each one's usual count on
+    the key: a feed that starts adds its own usual once it has one, so its first weeks
+    are not a spike, and a feed that stops takes its usual with it. A source's items
+    are judged once it is established on the key: active in `warmup_windows` of the
+    key's windows, and in the window's slot (`warmup_slot_windows`: its first week
+    teaches its week); until then they are learnt, not judged. A source's usual count
+    per slot is its decayed mean (half-life `half_life_seconds` of event time), shrunk
+    towards its mean over all slots by `prior_slot_windows` windows' worth of weight (a
+    prior of one item a window for the key, shared among its sources); the windows in
+    which a source published elsewhere in the stream and not on this key teach it
+    zeros. Each source has its own burstiness (a feed that posts in batches is not a
+    spike each time): a method-of-moments dispersion from its decayed squared
+    residuals, shrunk to `prior_dispersion` by `prior_dispersion_windows`; the window's
+    count is judged by a negative binomial with the sum of the sources' variances, and
+    the uncertainty of their usuals. Windows whose items carry no source (older
+    windows) count as one source. A window fires when P(X >= n) < `p_fire`, n is at
+    least `min_ratio` times the usual and the key has seen `warmup_windows`; it
+    recovers when p > `p_resolve` or n is back under `resolve_ratio` times the usual.
+    Windows with no items are not judged or learnt (a key cannot tell a quiet hour from
+    a feed that stopped), so the usual count is that of windows with items. Abnormal
+    windows, and windows while an alert fires, are not learnt from. At most
+    `max_sources` sources are told apart per key; later ones are pooled.
 
     >>> from datetime import datetime, timedelta
-    >>> def window(n, hour):
+    >>> def window(n, hour, sources=None):
     ...     start = datetime(2024, 1, 1) + timedelta(hours=hour)
-    ...     return TopicWindow("all", start, start + timedelta(hours=1), n, 0, n, 0, 0.0, 0.0)
+    ...     sources = sources or {"wire": n}
+    ...     return TopicWindow("all", start, start + timedelta(hours=1), n, 0, n, 0, 0.0,
+    ...                        0.0, sources=sources, stream_sources=tuple(sources))
     >>> d = VolumeDetector(p_fire=1e-4)
     >>> calm = [d.update(window(10 + h % 3, h), False).abnormal for h in range(24 * 14)]
     >>> any(calm)
     False
     >>> d.update(window(80, 24 * 14), False).abnormal
     True
+    >>> d.update(window(11, 24 * 14 + 2), False).abnormal  # calm again: the alert may end
+    False
+    >>> d.update(window(71, 24 * 14 + 3, {"wire": 11, "new feed": 60}), False).abnormal
+    False
     """
 
     score_name: ClassVar[str] = "-log10 p"
@@ -126,76 +222,98 @@ class VolumeDetector(Detector):
     half_life_seconds: float = 28 * 86_400.0
     warmup_windows: float = 12.0
     warmup_slot_windows: float = 0.8  # the slot seen about once: a week for hourly windows
+    max_sources: int = 32
 
-    # Decayed sums: per slot (count, windows), over all slots, and of squared residuals.
-    slots: dict[int, list[float]] = field(default_factory=dict)
-    count: float = 0.0
-    windows: float = 0.0
-    excess: float = 0.0  # sum w * ((n - mu)^2 - mu)
-    mu_sq: float = 0.0  # sum w * mu^2
-    residuals: float = 0.0  # sum w over the windows in `excess`
+    sources: dict[str, SourceUsual] = field(default_factory=dict)
     seen: float = 0.0  # windows judged (decayed), for the warm-up
     last_end: datetime | None = None
 
     def update(self, window: TopicWindow, firing: bool) -> Assessment:
         self._age(window.end)
-        n = window.n
         slot = week_slot(window.start, timedelta(seconds=self.step_seconds))
-        mean = self.expected(slot)
-        if n <= 0:
+        counts, active = self._sources_of(window)
+        judged = [name for name in active if self._established(name, slot)]
+        mean = self.expected(slot, judged)
+        if window.n <= 0:
             return Assessment(abnormal=False, recovered=False, baseline=mean, score=0.0)
-        log_p = log_nb_upper_tail(n, mean, self.predictive_dispersion(slot, mean))
+        n = sum(counts.get(name, 0) for name in judged)
+        log_p = 0.0
+        if judged and n > 0:
+            log_p = log_nb_upper_tail(n, mean, self.predictive_dispersion(slot, mean, judged))
         abnormal = (
             self.seen >= self.warmup_windows
-            and self.slots.get(slot, (0.0, 0.0))[1] >= self.warmup_slot_windows
+            and bool(judged)
             and log_p < math.log(self.p_fire)
             and n >= self.min_ratio * mean
         )
         recovered = log_p > math.log(self.p_resolve) or n <= self.resolve_ratio * mean
         self.seen += 1.0
         if not (abnormal or firing):
-            self._learn(slot, n, mean)
+            self._learn(slot, counts, active)
         return Assessment(
             abnormal=abnormal, recovered=recovered, baseline=mean, score=-log_p / _LN10
         )
 
-    def mean(self) -> float:
-        """The key's usual count per window with items, over all slots."""
-        return (self.count + 1.0) / (self.windows + 1.0)  # one prior window of one item
-
-    def expected(self, slot: int) -> float:
-        """The usual count of `slot`, shrunk to the key's mean."""
-        count, windows = self.slots.get(slot, (0.0, 0.0))
+    def expected(self, slot: int, sources: list[str]) -> float:
+        """The usual count of `slot` from these (established) sources."""
+        if not sources:
+            return 0.0
         weight = self.prior_slot_windows
-        return (count + weight * self.mean()) / (windows + weight)
+        prior_items = 1.0 / len(self.sources)  # one prior item for the key, shared out
+        return sum(self.sources[name].expected(slot, weight, prior_items) for name in sources)
 
-    def dispersion(self) -> float:
-        """Overdispersion of counts around their slot's usual (0: Poisson)."""
-        raw = self.excess / self.mu_sq if self.mu_sq > 0.0 else self.prior_dispersion
-        weight = self.prior_dispersion_windows
-        shrunk = (weight * self.prior_dispersion + self.residuals * raw) / (weight + self.residuals)
-        return max(self.min_dispersion, shrunk)
+    def predictive_dispersion(self, slot: int, mean: float, sources: list[str]) -> float:
+        """The dispersion of a new window's count, the sum of its sources' counts: each
+        source's variance is its usual u plus its own dispersion d times u^2, plus the
+        uncertainty of u, learnt from `w` windows (and the prior's weight) of that
+        variance each, so var = u + d (1 + 1/w) u^2 + u / w; their sum, as a dispersion
+        of the total `mean`."""
+        weight = self.prior_slot_windows
+        prior_items = 1.0 / len(self.sources)
+        excess = 0.0
+        for name in sources:
+            usual = self.sources[name]
+            u = usual.expected(slot, weight, prior_items)
+            w = usual.slot_windows(slot) + weight
+            d = usual.dispersion(
+                self.prior_dispersion, self.prior_dispersion_windows, self.min_dispersion
+            )
+            excess += d * (1.0 + 1.0 / w) * u * u + u / w
+        return excess / (mean * mean)
 
-    def predictive_dispersion(self, slot: int, mean: float) -> float:
-        """The dispersion of a new window's count: the counts' own, plus the uncertainty
-        of the slot's usual, learnt from `w` windows (and the prior's weight) of
-        variance mean + dispersion * mean^2 each."""
-        dispersion = self.dispersion()
-        w = self.slots.get(slot, (0.0, 0.0))[1] + self.prior_slot_windows
-        return dispersion * (1.0 + 1.0 / w) + 1.0 / (mean * w)
+    def _sources_of(self, window: TopicWindow) -> tuple[dict[str, int], list[str]]:
+        """(the key's items by tracked source, the tracked sources active in the stream).
+        Windows without sources are one source's; sources past `max_sources` are pooled."""
+        if not window.sources:
+            return {OTHER_SOURCES: window.n}, [OTHER_SOURCES]
+        counts: dict[str, int] = {}
+        active: list[str] = []
+        known = set(self.sources)
+        for source in sorted({*window.stream_sources, *window.sources}):
+            # Its own name while there is room (one kept for the pool), else pooled.
+            room = source in known or len(known - {OTHER_SOURCES}) < self.max_sources - 1
+            name = source if room else OTHER_SOURCES
+            known.add(name)
+            counts[name] = counts.get(name, 0) + window.sources.get(source, 0)
+            if name not in active:
+                active.append(name)
+        return counts, active
 
-    def _learn(self, slot: int, n: int, mean: float) -> None:
-        sums = self.slots.setdefault(slot, [0.0, 0.0])
-        if sums[1] >= self.prior_slot_windows:
-            # Residuals count once the slot's usual rests mostly on the slot itself: a
-            # new slot's guess (the key's mean) would pass seasonality off as bursts.
-            self.excess += (n - mean) ** 2 - mean
-            self.mu_sq += mean * mean
-            self.residuals += 1.0
-        sums[0] += n
-        sums[1] += 1.0
-        self.count += n
-        self.windows += 1.0
+    def _established(self, name: str, slot: int) -> bool:
+        usual = self.sources.get(name)
+        return (
+            usual is not None
+            and usual.seen() >= self.warmup_windows
+            and usual.slot_windows(slot) >= self.warmup_slot_windows
+        )
+
+    def _learn(self, slot: int, counts: dict[str, int], active: list[str]) -> None:
+        weight = self.prior_slot_windows
+        prior_items = 1.0 / max(len(self.sources), 1)
+        for name in active:
+            usual = self.sources.setdefault(name, SourceUsual())
+            before = usual.expected(slot, weight, prior_items)
+            usual.learn(slot, counts.get(name, 0), before, mature=weight)
 
     def _age(self, end: datetime) -> None:
         """Decay every sum by the event time since the last window (never backwards)."""
@@ -203,12 +321,6 @@ class VolumeDetector(Detector):
         self.last_end = max(self.last_end or end, end)
         if decay == 1.0:
             return
-        for sums in self.slots.values():
-            sums[0] *= decay
-            sums[1] *= decay
-        self.count *= decay
-        self.windows *= decay
-        self.excess *= decay
-        self.mu_sq *= decay
-        self.residuals *= decay
+        for usual in self.sources.values():
+            usual.fade(decay)
         self.seen *= decay

@@ -164,6 +164,11 @@ class TopicWindow(msgspec.Struct, frozen=True, gc=False):
     # The market-wide key's only: each content word of its negative stories -> (those
     # stories, and those outside the word's busiest topic), for the story-burst detector.
     negative_words: dict[str, tuple[int, int]] = {}
+    # The key's stories by source (each story by its first copy's), and the sources that
+    # published anything in the whole stream in the window: the volume detector's usual
+    # count is per source, so a feed that starts is not a spike.
+    sources: dict[str, int] = {}
+    stream_sources: tuple[str, ...] = ()
 
 
 NO_END = datetime(1, 1, 1, tzinfo=UTC)

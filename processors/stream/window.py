@@ -46,6 +46,7 @@ class Observation(msgspec.Struct, frozen=True, gc=False, array_like=True, order=
     sentiment: str | None
     negative: float
     text: str
+    source: str = ""
 
 
 def observe(message: Message, evidence_chars: int = 200) -> Observation:
@@ -59,15 +60,25 @@ def observe(message: Message, evidence_chars: int = 200) -> Observation:
         sentiment=sentiment.label if sentiment else None,
         negative=sentiment.scores.get("negative", 0.0) if sentiment else 0.0,
         text=message.body.text[:evidence_chars],
+        source=message.header.source,
     )
 
 
 class WindowAccumulator:
-    """Counts of items and of stories, score sum and the most negative stories of one
-    key's window; with `words`, the words of its negative stories by topic too (the
-    market-wide key's, for story bursts)."""
+    """Counts of items and of stories (by topic and by source), score sum and the most
+    negative stories of one key's window; with `words`, the words of its negative
+    stories by topic too (the market-wide key's, for story bursts)."""
 
-    __slots__ = ("by_topic", "counts", "evidence", "n", "score_sum", "stories", "words")
+    __slots__ = (
+        "by_source",
+        "by_topic",
+        "counts",
+        "evidence",
+        "n",
+        "score_sum",
+        "stories",
+        "words",
+    )
 
     def __init__(self, words: bool = False) -> None:
         self.n = 0
@@ -77,6 +88,7 @@ class WindowAccumulator:
         self.evidence: list[tuple[float, str, Observation, str]] = []
         # topic -> [stories with sentiment, negative stories], by each story's first copy
         self.by_topic: dict[str, list[int]] = {}
+        self.by_source: dict[str, int] = {}  # source -> stories, by each story's first copy
         # story -> [copies, whether its first copy here is negative]
         self.stories: dict[str, list[int]] = {}
         # word -> topic -> negative stories (by each story's first copy) that say it
@@ -90,6 +102,7 @@ class WindowAccumulator:
         story = self.stories.get(story_key)
         if story is None:
             self.stories[story_key] = [1, int(negative)]
+            self.by_source[item.source] = self.by_source.get(item.source, 0) + 1
             if item.sentiment is not None:
                 tally = self.by_topic.get(item.topic)
                 if tally is None:
@@ -139,6 +152,8 @@ class WindowAccumulator:
         for story, (copies, negative) in other.stories.items():
             mine = self.stories.setdefault(story, [0, negative])
             mine[0] += copies
+        for source, stories in other.by_source.items():
+            self.by_source[source] = self.by_source.get(source, 0) + stories
         if self.words is not None and other.words is not None:
             for word, by_topic in other.words.items():
                 mine_by_topic = self.words.setdefault(word, {})
@@ -148,7 +163,11 @@ class WindowAccumulator:
             self._offer(entry)
         return self
 
-    def close(self, topic: str, start: datetime, end: datetime) -> TopicWindow:
+    def close(
+        self, topic: str, start: datetime, end: datetime, stream_sources: tuple[str, ...] = ()
+    ) -> TopicWindow:
+        """The closed window of key `topic`; `stream_sources`: the sources that published
+        anything in the whole stream in this window (by default, this key's own)."""
         with_sentiment = sum(self.counts.values())
         evidence = tuple(
             Evidence(o.id, o.text, round(o.negative, 4), o.published_at, self.stories[story][0] - 1)
@@ -174,6 +193,8 @@ class WindowAccumulator:
             n_stories=len(self.stories),
             n_negative_stories=sum(negative for _, negative in self.stories.values()),
             negative_words=self._negative_words(),
+            sources=dict(sorted(self.by_source.items())),
+            stream_sources=stream_sources or tuple(sorted(self.by_source)),
         )
 
     def _negative_words(self) -> dict[str, tuple[int, int]]:
@@ -289,12 +310,18 @@ class StreamWindows:
                 return []
             self.watermark = watermark
         ends, closed = self._ends, []
+        stream_sources: dict[int, tuple[str, ...]] = {}  # window id -> the stream's sources
         while ends and (watermark is None or self._end(ends[0][0]) <= watermark):
             window_id, key = heapq.heappop(ends)
+            if window_id not in stream_sources:
+                # Every item counts under the market key: its window has every source.
+                market = self.open[MARKET][window_id]
+                stream_sources[window_id] = tuple(sorted(market.by_source))
             window = self.open[key].pop(window_id)
             if not self.open[key]:
                 del self.open[key]
-            closed.append(window.close(key, self._start(window_id), self._end(window_id)))
+            start, end = self._start(window_id), self._end(window_id)
+            closed.append(window.close(key, start, end, stream_sources[window_id]))
         return closed
 
     def _ids_at(self, at: datetime) -> tuple[tuple[datetime, datetime], list[int]]:

@@ -232,13 +232,7 @@ def test_one_story_told_negatively_across_topics_fires_a_story_burst(tmp_path: P
             if day == 30 and i >= len(calm_day()):
                 text = f"{topic} {mood} svb {i}"  # each its own story, all saying svb
             lines.append({"id": f"{day}-{i}", "text": text, "published_at": when})
-    path = tmp_path / "month.jsonl"
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    config = load_config(env={}, overrides={"window.length_seconds": 86_400})
-    raised: list[AlertEvent] = []
-    outputs = Outputs(alerts=[TestingSink(raised)])
-    chain = Chain([KeywordLabels()])
-    run_main(build_flow(config, source=JsonLinesSource(path, 256), outputs=outputs, chain=chain))
+    raised = daily_alerts(tmp_path / "month.jsonl", lines)
     assert [(e.status, e.labels["alertname"], e.labels["topic"]) for e in raised] == [
         ("firing", BURST_ALERTNAME, MARKET),
         ("resolved", BURST_ALERTNAME, MARKET),
@@ -260,3 +254,31 @@ def test_only_the_market_key_judges_story_bursts_unless_turned_off() -> None:
     off = load_config(env={}, overrides={"detector.burst.enabled": False})
     quiet, _ = Detect(off.detector, off.window)(None, window)
     assert [m.alertname for m in quiet] == [ALERTNAME, VOLUME_ALERTNAME]
+
+
+def test_a_feed_that_starts_raises_no_volume_spike(tmp_path: Path) -> None:
+    """Six calm weeks from one wire, then a second wire starts with three times its
+    volume on every topic: the usual counts are per source, so nothing fires."""
+    lines = []
+    for day in range(84):
+        when = (DAY0 + timedelta(days=day)).isoformat()
+        feeds = [("ft", 2)] + ([("wsj", 6)] if day >= 42 else [])
+        for source, per_topic in feeds:
+            for topic in TOPICS:
+                for i in range(per_topic):
+                    mood = "negative" if i == 0 and source == "ft" else "neutral"
+                    text = f"{topic} {mood} {source} story {day}-{i}"
+                    lines.append({"id": f"{source}-{day}-{topic}-{i}", "text": text,
+                                  "source": source, "published_at": when})  # fmt: skip
+    assert daily_alerts(tmp_path / "feeds.jsonl", lines) == []
+
+
+def daily_alerts(path: Path, lines: list[dict[str, str]]) -> list[AlertEvent]:
+    """The alerts of the whole flow, with daily windows, over these input lines."""
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = load_config(env={}, overrides={"window.length_seconds": 86_400})
+    raised: list[AlertEvent] = []
+    outputs = Outputs(alerts=[TestingSink(raised)])
+    chain = Chain([KeywordLabels()])
+    run_main(build_flow(config, source=JsonLinesSource(path, 256), outputs=outputs, chain=chain))
+    return raised

@@ -105,3 +105,60 @@ def _poisson(rng: random.Random, mean: float) -> int:
         if p <= limit:
             return k
         k += 1
+
+
+DAY = timedelta(days=1)
+
+
+def _sourced(start: datetime, counts: dict[str, int], active: tuple[str, ...] = ()) -> TopicWindow:
+    """A daily window of a key with its items by source; `active`: the stream's sources."""
+    n = sum(counts.values())
+    stream = tuple(sorted({*active, *counts}))
+    return TopicWindow(
+        "markets", start, start + DAY, n, 0, n, 0, 0.0, 0.0, sources=counts, stream_sources=stream
+    )
+
+
+def _days(detector: VolumeDetector, days: range, make) -> list[bool]:  # type: ignore[no-untyped-def]
+    return [detector.update(make(MONDAY + day * DAY, day), False).abnormal for day in days]
+
+
+def test_a_feed_that_starts_is_not_a_spike_and_its_items_count_once_learnt() -> None:
+    rng = random.Random(2)
+    d = VolumeDetector(p_fire=1e-3, step_seconds=86_400)
+    assert not any(_days(d, range(60), lambda t, _: _sourced(t, {"ft": _poisson(rng, 8)})))
+    # A second wire starts with four times the key's usual: learnt, not judged, at first.
+    both = lambda t, _: _sourced(t, {"ft": _poisson(rng, 8), "wsj": _poisson(rng, 32)})  # noqa: E731
+    assert not any(_days(d, range(60, 120), both))
+    # Once learnt, the same wire's items are judged: three times the usual fires.
+    assert d.update(_sourced(MONDAY + 120 * DAY, {"ft": 24, "wsj": 96}), False).abnormal
+
+
+def test_a_key_learns_zeros_from_a_source_that_publishes_elsewhere() -> None:
+    # The Telegraph writes every day, never on this key; then 40 of its stories land here.
+    rng = random.Random(4)
+    d = VolumeDetector(p_fire=1e-3, step_seconds=86_400)
+    calm = lambda t, _: _sourced(t, {"ft": _poisson(rng, 8)}, active=("telegraph",))  # noqa: E731
+    assert not any(_days(d, range(60), calm))
+    assert d.update(_sourced(MONDAY + 60 * DAY, {"ft": 8, "telegraph": 40}), False).abnormal
+
+
+def test_a_feed_that_posts_in_batches_is_bursty_on_its_own() -> None:
+    # One feed posts a batch of ten to twenty items on one day in six; the other is steady.
+    rng = random.Random(6)
+    d = VolumeDetector(p_fire=1e-3, step_seconds=86_400)
+
+    def day(t: datetime, i: int) -> TopicWindow:
+        batch = rng.randint(10, 20) if rng.random() < 1 / 6 else _poisson(rng, 1)
+        return _sourced(t, {"steady": _poisson(rng, 10), "batches": batch})
+
+    assert sum(_days(d, range(150), day)) <= 1
+    # Its batch is no news; the steady feed at four times its usual is.
+    assert not d.update(_sourced(MONDAY + 150 * DAY, {"steady": 10, "batches": 20}), False).abnormal
+    assert d.update(_sourced(MONDAY + 151 * DAY, {"steady": 40, "batches": 1}), False).abnormal
+
+
+def test_sources_past_the_limit_are_pooled() -> None:
+    d = VolumeDetector(step_seconds=86_400, max_sources=3)
+    d.update(_sourced(MONDAY, {f"feed{i}": 1 for i in range(10)}), False)
+    assert sorted(d.sources) == ["", "feed0", "feed1"]

@@ -6,6 +6,7 @@ import pickle
 import random
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
 from processors.envelope.message import Message, Result
@@ -154,3 +155,24 @@ def test_the_market_window_counts_the_words_of_its_negative_stories_by_topic() -
     assert market.negative_words["blame"] == (1, 0)
     assert "buyer" not in market.negative_words  # not negative
     assert all(not window.negative_words for key, window in by_key.items() if key != MARKET)
+
+
+def test_each_window_counts_its_stories_by_source_and_knows_the_streams_sources() -> None:
+    w = windows(300, 300)
+
+    def sourced(seconds: float, id: str, topic: str, source: str) -> tuple[datetime, Message]:
+        at, m = scored(seconds, id, topic=topic, text=f"Story {id}")
+        header = msgspec.structs.replace(m.header, source=source)
+        return at, msgspec.structs.replace(m, header=header)
+
+    items = [
+        sourced(1, "a", "energy_oil", "ft"),
+        sourced(2, "b", "energy_oil", "wsj"),
+        sourced(3, "c", "macro", "telegraph"),
+    ]
+    closed, _ = w.add(items)
+    closed += w.advance(None)
+    by_key = {window.topic: window for window in closed}
+    assert by_key["energy_oil"].sources == {"ft": 1, "wsj": 1}
+    assert by_key["macro"].sources == {"telegraph": 1}
+    assert all(window.stream_sources == ("ft", "telegraph", "wsj") for window in closed)
