@@ -430,8 +430,10 @@ WINDOW_LENGTHS: dict[str, float] = {"hourly": 3_600, "daily": 86_400}
 
 
 def detector_grid(config: DetectorConfig) -> dict[str, list[Any]]:
-    """The detector settings a sweep tries: the false-alarm budget of the evidence
-    detector (its `p_fire` follows from it and the window length), ewma's z threshold."""
+    """The detector settings a sweep tries: the false-alarm budget per key and month
+    (every detector's `p_fire` follows from it and the window length: the surge's, and
+    the volume's and story burst's, which take the same budget in a sweep), or ewma's
+    z threshold."""
     if config.kind == "evidence":
         return {"false_alarms_per_month": [0.01, 0.03, 0.1, 0.3]}
     return {"z_threshold": [2.5, 3.0, 4.0, 5.0]}
@@ -459,12 +461,22 @@ def sweep_configs(
             }
         )
         for combo in combos:
-            detector = DetectorConfig.model_validate({**config.detector.model_dump(), **combo})
+            detector = DetectorConfig.model_validate(_with_detector_settings(config, combo))
             settings = {"window": label, **combo}
             out.append(
                 (settings, config.model_copy(update={"window": window, "detector": detector}))
             )
     return out
+
+
+def _with_detector_settings(config: Config, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The detector section with `settings`; a false-alarm budget is every detector's."""
+    data = {**config.detector.model_dump(), **settings}
+    if "false_alarms_per_month" in settings:
+        budget = settings["false_alarms_per_month"]
+        for section in ("volume", "burst"):
+            data[section] = {**data[section], "false_alarms_per_month": budget}
+    return data
 
 
 def sweep(

@@ -252,6 +252,9 @@ def test_sweep_grid_is_easy_to_change() -> None:
     settings, swept = combos[0]
     assert settings["window"] == "w" and swept.window.length_seconds == 60
     assert getattr(swept.detector, name) == grid[name][0]
+    # A false-alarm budget is every detector's: the surge's, the volume's, the burst's.
+    assert swept.detector.volume.false_alarms_per_month == grid[name][0]
+    assert swept.detector.burst.false_alarms_per_month == grid[name][0]
 
 
 # --- the report in a headless browser ---------------------------------------------------
