@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from processors.detection.base import Assessment, Detector, fading
 from processors.envelope.message import TopicWindow
+from processors.stream.window import OTHER_SOURCES
 
 _LN10 = math.log(10.0)
 _TAIL_RTOL = 1e-16
@@ -157,9 +158,6 @@ class SourceUsual:
         self.excess /= scale
         self.mu_sq /= scale
         self.residuals /= scale
-
-
-OTHER_SOURCES = ""  # where a key's sources beyond `max_sources` are pooled
 
 
 @dataclass

@@ -22,6 +22,8 @@ UNCLASSIFIED = "unclassified"
 MARKET = "all"  # the key of the whole stream, beside one key per topic
 ENTITY_PREFIX = "$"  # an entity's key is its ticker as a cashtag: "$BA"
 MAX_ENTITIES = 8  # entity keys one message may feed: a list of every index member is not news
+MAX_SOURCES = 64  # sources a window tells apart: a stream of many authors stays small
+OTHER_SOURCES = ""  # where a window's (and a detector's) further sources are pooled
 
 
 def entity_key(ticker: str) -> str:
@@ -193,8 +195,8 @@ class WindowAccumulator:
             n_stories=len(self.stories),
             n_negative_stories=sum(negative for _, negative in self.stories.values()),
             negative_words=self._negative_words(),
-            sources=dict(sorted(self.by_source.items())),
-            stream_sources=stream_sources or tuple(sorted(self.by_source)),
+            sources=bounded_sources(self.by_source),
+            stream_sources=stream_sources or tuple(bounded_sources(self.by_source)),
         )
 
     def _negative_words(self) -> dict[str, tuple[int, int]]:
@@ -207,6 +209,21 @@ class WindowAccumulator:
             total = sum(counts)
             spread[word] = (total, total - max(counts))
         return spread
+
+
+def bounded_sources(stories: dict[str, int]) -> dict[str, int]:
+    """Stories by source, sorted, the `MAX_SOURCES` - 1 largest sources by name and the
+    rest pooled under `OTHER_SOURCES`.
+
+    >>> bounded_sources({"wsj": 3, "ft": 5})
+    {'ft': 5, 'wsj': 3}
+    """
+    if len(stories) <= MAX_SOURCES:
+        return dict(sorted(stories.items()))
+    ranked = sorted(stories, key=lambda source: (-stories[source], source))
+    kept = {source: stories[source] for source in ranked[: MAX_SOURCES - 1]}
+    kept[OTHER_SOURCES] = sum(stories[source] for source in ranked[MAX_SOURCES - 1 :])
+    return dict(sorted(kept.items()))
 
 
 def _story(item: Observation) -> str:
@@ -316,7 +333,7 @@ class StreamWindows:
             if window_id not in stream_sources:
                 # Every item counts under the market key: its window has every source.
                 market = self.open[MARKET][window_id]
-                stream_sources[window_id] = tuple(sorted(market.by_source))
+                stream_sources[window_id] = tuple(bounded_sources(market.by_source))
             window = self.open[key].pop(window_id)
             if not self.open[key]:
                 del self.open[key]

@@ -11,7 +11,13 @@ import pytest
 
 from processors.envelope.message import Message, Result
 from processors.stream.stories import StoryIndex
-from processors.stream.window import MARKET, StreamWindows
+from processors.stream.window import (
+    MARKET,
+    MAX_SOURCES,
+    OTHER_SOURCES,
+    StreamWindows,
+    bounded_sources,
+)
 from tests.helpers import T0, message
 
 ALIGN = datetime(2000, 1, 1, tzinfo=UTC)
@@ -176,3 +182,12 @@ def test_each_window_counts_its_stories_by_source_and_knows_the_streams_sources(
     assert by_key["energy_oil"].sources == {"ft": 1, "wsj": 1}
     assert by_key["macro"].sources == {"telegraph": 1}
     assert all(window.stream_sources == ("ft", "telegraph", "wsj") for window in closed)
+
+
+def test_a_window_of_many_sources_keeps_the_largest_and_pools_the_rest() -> None:
+    stories = {f"author{i:03d}": 1 for i in range(200)} | {"wire": 50}
+    kept = bounded_sources(stories)
+    assert len(kept) == MAX_SOURCES
+    assert kept["wire"] == 50
+    assert kept[OTHER_SOURCES] == 200 - (MAX_SOURCES - 2)
+    assert sum(kept.values()) == sum(stories.values())
