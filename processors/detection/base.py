@@ -44,6 +44,11 @@ class Detector(ABC):
         """Judge `window`, then learn from it; `firing` says an alert is active."""
 
 
+# Detectors that keep many decayed sums store them times a growing scale, so that ageing
+# them is one multiplication, and bring them back to true sums once it reaches this.
+REBASE_SCALE = 16.0
+
+
 def fading(last_end: datetime | None, end: datetime, half_life_seconds: float) -> float:
     """The factor by which a detector's decayed sums fade from its last window's end to
     `end`: a half per half-life of event time; 1.0 when event time has not moved on (a

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar
 
-from processors.detection.base import Assessment, Detector, fading
+from processors.detection.base import REBASE_SCALE, Assessment, Detector, fading
 from processors.detection.evidence import beta_from_share, log_upper_tail
 from processors.envelope.message import TopicWindow
 
 _LN10 = math.log(10.0)
 _FORGOTTEN = 1e-3  # a word's decayed count below this is dropped from the state
-_REBASE = 16.0  # the sums are brought back to true counts once they have faded this much
 
 
 @dataclass
@@ -38,18 +37,18 @@ class BurstDetector(Detector):
     least `min_ratio` times its usual count; it fires when its tail probability is below
     `p_fire` shared among the words judged in the window. The alert follows that word:
     it recovers when the word's tail probability is above `p_resolve` or its stories
-    are back under `resolve_ratio` times its usual. A word's usual share is its decayed
-    count of negative stories (all of them, in every topic) over the decayed count of
-    the key's stories, and for a word never seen one story in `prior_stories` more than
-    the key has seen; the key does not
-    fire before it has judged that many stories in all (a warm-up that a thin feed
-    ends too, however short the half-life). The
-    true share varies between windows by the spread `rho` (intra-window correlation, as
-    in the evidence detector). Every word is learnt from every window, but at most
-    `min_ratio` times its usual: a burst teaches little, a word that stays in the news
-    is learnt within weeks (and its alert resolves). Words not seen for long are
-    forgotten, and at most `max_words` are kept (the rarest go first), so the state
-    stays small.
+    are back under `resolve_ratio` times its usual.
+
+    A word's usual share is its decayed count of negative stories (all of them, in every
+    topic) over the decayed count of the key's stories; for a word never seen, one story
+    in `prior_stories` more than the key has seen. The key does not fire before it has
+    judged that many stories in all (a warm-up that a thin feed ends too, however short
+    the half-life). The true share varies between windows by the spread `rho`
+    (intra-window correlation, as in the evidence detector). Every word is learnt from
+    every window, but at most `min_ratio` times its usual: a burst teaches little, and a
+    word that stays in the news is learnt within weeks (so its alert resolves). Words
+    not seen for long are forgotten, and at most `max_words` are kept (the rarest go
+    first), so the state stays small.
 
     >>> from datetime import datetime, timedelta
     >>> def window(day, words):
@@ -163,7 +162,7 @@ class BurstDetector(Detector):
         if decay == 1.0:
             return
         self.scale /= decay
-        if self.scale >= _REBASE:
+        if self.scale >= REBASE_SCALE:
             # Now and then, not each window: ageing thousands of words costs.
             scale = self.scale
             self.words = {w: c / scale for w, c in self.words.items() if c >= _FORGOTTEN * scale}

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar
 
-from processors.detection.base import Assessment, Detector, fading
+from processors.detection.base import REBASE_SCALE, Assessment, Detector, fading
 from processors.envelope.message import TopicWindow
 from processors.stream.window import OTHER_SOURCES
 
@@ -91,7 +91,8 @@ class SourceUsual:
 
     The sums are kept times `scale`, so that ageing them is one multiplication (a
     source has up to 168 slots, a key many sources): the true, faded, sum is the stored
-    one over `scale`, and they are brought back to true sums once `scale` reaches 16.
+    one over `scale`, and they are brought back to true sums once it reaches
+    `REBASE_SCALE`.
     """
 
     slots: dict[int, list[float]] = field(default_factory=dict)  # slot -> [count, windows]
@@ -147,7 +148,7 @@ class SourceUsual:
 
     def fade(self, decay: float) -> None:
         self.scale /= decay
-        if self.scale < 16.0:
+        if self.scale < REBASE_SCALE:
             return
         scale, self.scale = self.scale, 1.0
         for sums in self.slots.values():
