@@ -171,23 +171,26 @@ class VolumeDetector(Detector):
     are not a spike, and a feed that stops takes its usual with it. A source's items
     are judged once it is established on the key: active in `warmup_windows` of the
     key's windows, and in the window's slot (`warmup_slot_windows`: its first week
-    teaches its week); until then they are learnt, not judged. A source's usual count
-    per slot is its decayed mean (half-life `half_life_seconds` of event time), shrunk
-    towards its mean over all slots by `prior_slot_windows` windows' worth of weight (a
-    prior of one item a window for the key, shared among its sources); the windows in
-    which a source published elsewhere in the stream and not on this key teach it
-    zeros. Each source has its own burstiness (a feed that posts in batches is not a
-    spike each time): a method-of-moments dispersion from its decayed squared
-    residuals, shrunk to `prior_dispersion` by `prior_dispersion_windows`; the window's
-    count is judged by a negative binomial with the sum of the sources' variances, and
-    the uncertainty of their usuals. Windows whose items carry no source (older
-    windows) count as one source. A window fires when P(X >= n) < `p_fire`, n is at
-    least `min_ratio` times the usual and the key has seen `warmup_windows`; it
-    recovers when p > `p_resolve` or n is back under `resolve_ratio` times the usual.
-    Windows with no items are not judged or learnt (a key cannot tell a quiet hour from
-    a feed that stopped), so the usual count is that of windows with items. Abnormal
-    windows, and windows while an alert fires, are not learnt from. At most
-    `max_sources` sources are told apart per key; later ones are pooled.
+    teaches its week); until then they are learnt, not judged. Windows whose items
+    carry no source (older windows) count as one source; at most `max_sources` are told
+    apart per key, later ones are pooled.
+
+    A source's usual count per slot is its decayed mean (half-life `half_life_seconds`
+    of event time), shrunk towards its mean over all slots by `prior_slot_windows`
+    windows' worth of weight (a prior of one item a window for the key, shared among
+    its sources); the windows in which a source published elsewhere in the stream and
+    not on this key teach it zeros. Each source has its own burstiness (a feed that
+    posts in batches is not a spike each time): a method-of-moments dispersion from its
+    decayed squared residuals, shrunk to `prior_dispersion` by
+    `prior_dispersion_windows`. The window's count is judged by a negative binomial
+    with the sum of the sources' variances and the uncertainty of their usuals.
+
+    A window fires when P(X >= n) < `p_fire`, n is at least `min_ratio` times the usual
+    and the key has seen `warmup_windows`; it recovers when p > `p_resolve` or n is back
+    under `resolve_ratio` times the usual. Windows with no items are not judged or
+    learnt (a key cannot tell a quiet hour from a feed that stopped), so the usual count
+    is that of windows with items. Abnormal windows, and windows while an alert fires,
+    are not learnt from.
 
     >>> from datetime import datetime, timedelta
     >>> def window(n, hour, sources=None):
