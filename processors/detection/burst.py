@@ -100,9 +100,9 @@ class BurstDetector(Detector):
             if spread < self.min_stories:
                 continue
             judged += 1
-            expected = self.share(word) * n
-            if spread >= self.min_ratio * expected:
-                bursts.append((self._log_tail(word, spread, n), word, spread, expected))
+            share = self.share(word)
+            if spread >= self.min_ratio * share * n:
+                bursts.append((self._log_tail(share, spread, n), word, spread, share * n))
         threshold = math.log(self.p_fire / max(judged, 1))
         bursts = [burst for burst in bursts if burst[0] < threshold]
         warm = self.seen >= self.prior_stories
@@ -113,8 +113,9 @@ class BurstDetector(Detector):
         if self.word is not None:
             # The open (or starting) alert's word: its verdict is the alert's.
             spread = window.negative_words.get(self.word, (0, 0))[1]
-            expected = self.share(self.word) * n
-            log_p = self._log_tail(self.word, spread, n)
+            share = self.share(self.word)
+            expected = share * n
+            log_p = self._log_tail(share, spread, n)
             subject = self.word
         else:
             log_p, subject, spread, expected = min(bursts, default=(0.0, "", 0, 0.0))
@@ -139,8 +140,9 @@ class BurstDetector(Detector):
             return unseen
         return max(self.words.get(word, 0.0) / self.stories, unseen)
 
-    def _log_tail(self, word: str, k: int, n: int) -> float:
-        return log_upper_tail(k, n, *beta_from_share(self.share(word), self.rho))
+    def _log_tail(self, share: float, k: int, n: int) -> float:
+        """log P(K >= k) of k of n stories at a usual `share`, spread by `rho`."""
+        return log_upper_tail(k, n, *beta_from_share(share, self.rho))
 
     def _learn(self, window: TopicWindow, n: int) -> None:
         words = self.words

@@ -260,9 +260,8 @@ class VolumeDetector(Detector):
         """The usual count of `slot` from these (established) sources."""
         if not sources:
             return 0.0
-        weight = self.prior_slot_windows
-        prior_items = 1.0 / len(self.sources)  # one prior item for the key, shared out
-        return sum(self.sources[name].expected(slot, weight, prior_items) for name in sources)
+        prior_items = self._prior_items()
+        return sum(self._usual(name, slot, prior_items) for name in sources)
 
     def predictive_dispersion(self, slot: int, mean: float, sources: list[str]) -> float:
         """The dispersion of a new window's count, the sum of its sources' counts: each
@@ -270,18 +269,25 @@ class VolumeDetector(Detector):
         uncertainty of u, learnt from `w` windows (and the prior's weight) of that
         variance each, so var = u + d (1 + 1/w) u^2 + u / w; their sum, as a dispersion
         of the total `mean`."""
-        weight = self.prior_slot_windows
-        prior_items = 1.0 / len(self.sources)
+        prior_items = self._prior_items()
         excess = 0.0
         for name in sources:
             usual = self.sources[name]
-            u = usual.expected(slot, weight, prior_items)
-            w = usual.slot_windows(slot) + weight
+            u = self._usual(name, slot, prior_items)
+            w = usual.slot_windows(slot) + self.prior_slot_windows
             d = usual.dispersion(
                 self.prior_dispersion, self.prior_dispersion_windows, self.min_dispersion
             )
             excess += d * (1.0 + 1.0 / w) * u * u + u / w
         return excess / (mean * mean)
+
+    def _prior_items(self) -> float:
+        """The prior's items a window for each source: one for the key, shared out."""
+        return 1.0 / max(len(self.sources), 1)
+
+    def _usual(self, name: str, slot: int, prior_items: float) -> float:
+        """Source `name`'s usual count on this key in `slot`."""
+        return self.sources[name].expected(slot, self.prior_slot_windows, prior_items)
 
     def _sources_of(self, window: TopicWindow) -> tuple[dict[str, int], list[str]]:
         """(the key's items by tracked source, the tracked sources active in the stream).
@@ -293,7 +299,7 @@ class VolumeDetector(Detector):
         known = set(self.sources)
         for source in sorted({*window.stream_sources, *window.sources}):
             # Its own name while there is room (one kept for the pool), else pooled.
-            room = source in known or len(known - {OTHER_SOURCES}) < self.max_sources - 1
+            room = source in known or len(known) - (OTHER_SOURCES in known) < self.max_sources - 1
             name = source if room else OTHER_SOURCES
             known.add(name)
             counts[name] = counts.get(name, 0) + window.sources.get(source, 0)
@@ -310,12 +316,11 @@ class VolumeDetector(Detector):
         )
 
     def _learn(self, slot: int, counts: dict[str, int], active: list[str]) -> None:
-        weight = self.prior_slot_windows
-        prior_items = 1.0 / max(len(self.sources), 1)
+        prior_items = self._prior_items()  # before this window's new sources
         for name in active:
             usual = self.sources.setdefault(name, SourceUsual())
-            before = usual.expected(slot, weight, prior_items)
-            usual.learn(slot, counts.get(name, 0), before, mature=weight)
+            before = self._usual(name, slot, prior_items)
+            usual.learn(slot, counts.get(name, 0), before, mature=self.prior_slot_windows)
 
     def _age(self, end: datetime) -> None:
         """Decay every sum by the event time since the last window (never backwards)."""

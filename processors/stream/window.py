@@ -171,6 +171,7 @@ class WindowAccumulator:
         """The closed window of key `topic`; `stream_sources`: the sources that published
         anything in the whole stream in this window (by default, this key's own)."""
         with_sentiment = sum(self.counts.values())
+        sources = bounded_sources(self.by_source)
         evidence = tuple(
             Evidence(o.id, o.text, round(o.negative, 4), o.published_at, self.stories[story][0] - 1)
             for _, _, o, story in sorted(self.evidence, reverse=True)
@@ -195,8 +196,8 @@ class WindowAccumulator:
             n_stories=len(self.stories),
             n_negative_stories=sum(negative for _, negative in self.stories.values()),
             negative_words=self._negative_words(),
-            sources=bounded_sources(self.by_source),
-            stream_sources=stream_sources or tuple(bounded_sources(self.by_source)),
+            sources=sources,
+            stream_sources=stream_sources or tuple(sources),
         )
 
     def _negative_words(self) -> dict[str, tuple[int, int]]:
